@@ -1,0 +1,36 @@
+# make demo: set up a local virtual environment and run the whole pipeline on the built-in corpus.
+# make test: set up the same environment and run the test suite (what .ci/run calls).
+#
+# TORCH picks the PyTorch build. The default pins the release this project is tested with; on Linux
+# PyPI serves it with CUDA. For a specific CUDA or a CPU-only build:
+#   make demo TORCH="torch --index-url https://download.pytorch.org/whl/cu126"
+#   make demo TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+DEMO_DATA ?= data/demo
+DEMO_RUN ?= runs/demo
+
+.PHONY: setup demo test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: setup
+	$(PY) -m preprocess --out $(DEMO_DATA) --vocab-size 8192
+	$(PY) tools/inspect_shards.py summary $(DEMO_DATA)
+	$(PY) -m train --data $(DEMO_DATA) --out $(DEMO_RUN) --config demo
+	$(PY) -m train.generate $(DEMO_RUN) --prompt "The built-in function" --max-new-tokens 60 --seed 0
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(DEMO_DATA) $(DEMO_RUN)

@@ -1,0 +1,392 @@
+"""The dataset directory: the one place that defines its on-disk format.
+
+A dataset directory holds ``tokenizer.json``, ``manifest.json`` and, per split, numbered shards::
+
+    train_000000.bin   raw little-endian token ids, no header (np.memmap(path, dtype=uint16) reads it)
+    train_000000.idx   raw little-endian uint64, one entry per document: the offset of its separator
+
+Every document is preceded by one separator token (``<|endoftext|>``), so document ``i`` of a shard
+is ``bin[idx[i] + 1 : idx[i + 1]]`` and the last one runs to the end of the file. Documents never
+span two shards. ``manifest.json`` is written last, atomically; a directory without one is not a
+dataset. Every other module reads and writes shards through this one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+TOKENIZER_NAME = "tokenizer.json"
+EOT_TOKEN = "<|endoftext|>"
+SPLITS = ("train", "val")
+INDEX_DTYPE = np.dtype("<u8")
+DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+UINT16_LIMIT = 1 << 16  # a uint16 shard can hold ids 0..65535, i.e. a vocabulary of at most 65,536
+REQUIRED_MANIFEST_KEYS = ("format_version", "dtype", "vocab_size", "eot_id", "tokenizer_sha256", "shards",
+                          "totals", "inputs", "skipped", "options")
+REQUIRED_SHARD_KEYS = ("split", "file", "tokens", "documents", "sha256")
+
+
+class DatasetError(Exception):
+    """A problem with a dataset directory that the user can act on; the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# names and dtypes
+
+def shard_file_name(split: str, index: int) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return f"{split}_{index:06d}.bin"
+
+
+def index_file_name(bin_name: str) -> str:
+    return bin_name[: -len(".bin")] + ".idx"
+
+
+def choose_dtype(vocab_size: int, requested: str | None = None) -> str:
+    """The token dtype for a vocabulary: uint16 unless the ids do not fit, uint32 on request.
+
+    Refuses ``uint16`` for a vocabulary over 65,536 up front, before any work is done.
+    """
+    if requested is None or requested == "auto":
+        return "uint16" if vocab_size <= UINT16_LIMIT else "uint32"
+    if requested not in DTYPES:
+        raise DatasetError(f"unknown dtype {requested!r}; use one of {sorted(DTYPES)}")
+    if requested == "uint16" and vocab_size > UINT16_LIMIT:
+        raise DatasetError(
+            f"a vocabulary of {vocab_size:,} tokens does not fit in uint16 shards (ids must be below "
+            f"{UINT16_LIMIT:,}); use --dtype uint32, or a vocabulary of at most {UINT16_LIMIT:,} tokens")
+    return requested
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise DatasetError(f"unknown shard dtype {name!r} in manifest; expected one of {sorted(DTYPES)}") from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# atomic writes
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator:
+    """Open a temporary file beside ``path``; on success fsync it and ``os.replace`` it into place.
+
+    On any failure the temporary file is removed and the error propagates; ``path`` is untouched.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_size):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------
+# writing shards
+
+def write_shard(directory: str | os.PathLike, split: str, index: int, tokens: np.ndarray,
+                doc_offsets: np.ndarray) -> dict:
+    """Write one shard (``.idx`` then ``.bin``, each atomically) and return its manifest entry.
+
+    ``tokens`` must already hold the separator before every document, and ``doc_offsets`` the
+    position of each separator; both are checked, since a wrong index silently corrupts training.
+    """
+    directory = Path(directory)
+    tokens = np.ascontiguousarray(tokens)
+    if tokens.dtype not in DTYPES.values():
+        raise ValueError(f"shard tokens must be uint16 or uint32 little-endian, got {tokens.dtype}")
+    offsets = np.ascontiguousarray(doc_offsets, dtype=INDEX_DTYPE)
+    if len(tokens) and (len(offsets) == 0 or offsets[0] != 0):
+        raise ValueError("the first document of a shard must start at offset 0")
+    if len(offsets) > 1 and np.any(np.diff(offsets.astype(np.int64)) <= 0):
+        raise ValueError("document offsets must be strictly increasing")
+    name = shard_file_name(split, index)
+    atomic_write_bytes(directory / index_file_name(name), offsets.tobytes())
+    data = tokens.tobytes()
+    atomic_write_bytes(directory / name, data)
+    return {"split": split, "file": name, "tokens": int(len(tokens)), "documents": int(len(offsets)),
+            "sha256": hashlib.sha256(data).hexdigest()}
+
+
+class ShardWriter:
+    """Collects encoded documents of one split and writes a shard whenever ``shard_tokens`` is reached.
+
+    A shard closes after the document that brings it to at least ``shard_tokens`` tokens (documents
+    are never split), so a shard can exceed the target by less than one document.
+    """
+
+    def __init__(self, directory: str | os.PathLike, split: str, dtype: str, eot_id: int, shard_tokens: int,
+                 start_index: int = 0):
+        if shard_tokens <= 0:
+            raise ValueError("shard_tokens must be positive")
+        self.directory = Path(directory)
+        self.split = split
+        self.dtype = numpy_dtype(dtype)
+        self.eot_id = eot_id
+        self.shard_tokens = shard_tokens
+        self.index = start_index
+        self._parts: list[np.ndarray] = []
+        self._offsets: list[int] = []
+        self._n_tokens = 0
+
+    @property
+    def pending_tokens(self) -> int:
+        return self._n_tokens
+
+    @property
+    def pending_documents(self) -> int:
+        return len(self._offsets)
+
+    def add(self, doc_tokens: np.ndarray) -> dict | None:
+        """Append one document (its ids, without separator); returns the shard entry if one was written."""
+        self._offsets.append(self._n_tokens)
+        self._parts.append(np.array([self.eot_id], dtype=self.dtype))
+        self._parts.append(np.asarray(doc_tokens, dtype=self.dtype))
+        self._n_tokens += 1 + len(doc_tokens)
+        if self._n_tokens >= self.shard_tokens:
+            return self.flush()
+        return None
+
+    def pending(self) -> tuple[np.ndarray, np.ndarray]:
+        """The buffered tokens and offsets not yet written (for saving resumable state)."""
+        tokens = np.concatenate(self._parts) if self._parts else np.zeros(0, self.dtype)
+        return tokens, np.asarray(self._offsets, dtype=INDEX_DTYPE)
+
+    def restore(self, tokens: np.ndarray, offsets: np.ndarray) -> None:
+        """Put back a buffer returned by :meth:`pending` (the writer must be empty)."""
+        if self._n_tokens:
+            raise RuntimeError("restore() on a writer that already holds documents")
+        if len(tokens):
+            self._parts = [np.asarray(tokens, dtype=self.dtype)]
+        self._offsets = [int(o) for o in offsets]
+        self._n_tokens = int(len(tokens))
+
+    def flush(self) -> dict | None:
+        """Write whatever is buffered as the next shard; None when the buffer is empty."""
+        if not self._offsets:
+            return None
+        tokens, offsets = self.pending()
+        entry = write_shard(self.directory, self.split, self.index, tokens, offsets)
+        self.index += 1
+        self._parts, self._offsets, self._n_tokens = [], [], 0
+        return entry
+
+
+# ---------------------------------------------------------------------------------------------------
+# the manifest
+
+def write_manifest(directory: str | os.PathLike, manifest: dict) -> None:
+    """Write ``manifest.json`` atomically; call it last, after every shard it lists is on disk."""
+    missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise ValueError(f"manifest lacks required keys {missing}")
+    write_json_atomic(Path(directory) / MANIFEST_NAME, manifest)
+
+
+def load_manifest(directory: str | os.PathLike) -> dict:
+    """Read and sanity-check ``DIR/manifest.json``; errors say what is wrong and what to do."""
+    directory = Path(directory)
+    path = directory / MANIFEST_NAME
+    if not directory.is_dir():
+        raise DatasetError(f"dataset directory {directory} does not exist; build one with "
+                           f"`python -m preprocess --out {directory}`")
+    if not path.exists():
+        raise DatasetError(f"{directory} has no {MANIFEST_NAME}, so it is not a finished dataset (a build "
+                           f"that was interrupted leaves none); run `python -m preprocess --out {directory}` "
+                           f"again to resume or finish it")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path} is not valid JSON ({e}); rebuild the dataset with --overwrite") from None
+    missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise DatasetError(f"{path} lacks keys {missing}; was it written by this project? Rebuild with "
+                           f"`python -m preprocess --overwrite`")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise DatasetError(f"{path} has format_version {manifest['format_version']}, this version reads "
+                           f"{FORMAT_VERSION}; rebuild the dataset or use a matching version of the project")
+    numpy_dtype(manifest["dtype"])
+    for entry in manifest["shards"]:
+        lacking = [k for k in REQUIRED_SHARD_KEYS if k not in entry]
+        if lacking:
+            raise DatasetError(f"{path}: shard entry {entry} lacks {lacking}")
+    return manifest
+
+
+def split_shards(manifest: dict, split: str) -> list[dict]:
+    return [s for s in manifest["shards"] if s["split"] == split]
+
+
+def dataset_fingerprint(manifest: dict) -> str:
+    """sha256 over what defines the token stream: dtype, tokenizer, and every shard's name and checksum."""
+    payload = {"dtype": manifest["dtype"], "tokenizer_sha256": manifest["tokenizer_sha256"],
+               "shards": [[s["split"], s["file"], s["sha256"]] for s in manifest["shards"]]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------
+# reading shards
+
+def shard_path(directory: str | os.PathLike, entry: dict) -> Path:
+    return Path(directory) / entry["file"]
+
+
+def open_tokens(directory: str | os.PathLike, entry: dict, dtype: str) -> np.ndarray:
+    """The shard's tokens as a read-only memmap (an empty array for an empty shard)."""
+    path = shard_path(directory, entry)
+    if not path.exists():
+        raise DatasetError(f"shard {path} is listed in the manifest but missing; restore it or rebuild "
+                           f"the dataset")
+    np_dtype = numpy_dtype(dtype)
+    if path.stat().st_size == 0:
+        return np.zeros(0, dtype=np_dtype)
+    return np.memmap(path, dtype=np_dtype, mode="r")
+
+
+def open_index(directory: str | os.PathLike, entry: dict) -> np.ndarray:
+    """The document offsets of a shard: uint64, one per document, each pointing at a separator."""
+    path = Path(directory) / index_file_name(entry["file"])
+    if not path.exists():
+        raise DatasetError(f"index {path} is missing; rebuild the dataset")
+    return np.fromfile(path, dtype=INDEX_DTYPE)
+
+
+def document_bounds(offsets: np.ndarray, n_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of every document's text tokens, separators excluded: doc i is tokens[starts[i]:ends[i]]."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    starts = offsets + 1
+    ends = np.append(offsets[1:], n_tokens).astype(np.int64)
+    return starts, ends
+
+
+def iter_documents(directory: str | os.PathLike, entry: dict, dtype: str) -> Iterator[np.ndarray]:
+    tokens = open_tokens(directory, entry, dtype)
+    starts, ends = document_bounds(open_index(directory, entry), len(tokens))
+    for a, b in zip(starts, ends):
+        yield tokens[a:b]
+
+
+def verify_dataset(directory: str | os.PathLike, tokenizer_sha256: str | None = None,
+                   check_tokens: bool = True) -> list[str]:
+    """Check a dataset directory against its manifest; returns a list of problems (empty when sound).
+
+    Checks: manifest readable; every listed shard and index present; sizes, token and document counts,
+    and sha256 match; every token id below ``vocab_size``; every index entry points at a separator;
+    totals add up; no stray shard files; and, when ``tokenizer_sha256`` is given (the fingerprint of
+    the directory's ``tokenizer.json``), that it is the tokenizer the manifest names.
+    """
+    directory = Path(directory)
+    try:
+        manifest = load_manifest(directory)
+    except DatasetError as e:
+        return [str(e)]
+    problems: list[str] = []
+    np_dtype = numpy_dtype(manifest["dtype"])
+    vocab_size, eot_id = manifest["vocab_size"], manifest["eot_id"]
+    totals = {split: {"tokens": 0, "documents": 0} for split in SPLITS}
+    listed = set()
+    for entry in manifest["shards"]:
+        name = entry["file"]
+        listed.update({name, index_file_name(name)})
+        path = directory / name
+        if not path.exists():
+            problems.append(f"{name}: missing (listed in the manifest)")
+            continue
+        size = path.stat().st_size
+        if size != entry["tokens"] * np_dtype.itemsize:
+            problems.append(f"{name}: {size} bytes on disk, manifest says {entry['tokens']} tokens "
+                            f"({entry['tokens'] * np_dtype.itemsize} bytes); truncated or overwritten")
+        elif sha256_file(path) != entry["sha256"]:
+            problems.append(f"{name}: sha256 does not match the manifest (the file's bytes changed)")
+        idx_path = directory / index_file_name(name)
+        if not idx_path.exists():
+            problems.append(f"{idx_path.name}: missing")
+            continue
+        if idx_path.stat().st_size % INDEX_DTYPE.itemsize:
+            problems.append(f"{idx_path.name}: size is not a multiple of 8 bytes")
+            continue
+        offsets = np.fromfile(idx_path, dtype=INDEX_DTYPE)
+        if len(offsets) != entry["documents"]:
+            problems.append(f"{idx_path.name}: {len(offsets)} documents, manifest says {entry['documents']}")
+        totals.setdefault(entry["split"], {"tokens": 0, "documents": 0})
+        totals[entry["split"]]["tokens"] += entry["tokens"]
+        totals[entry["split"]]["documents"] += entry["documents"]
+        if not check_tokens or size != entry["tokens"] * np_dtype.itemsize:
+            continue
+        tokens = open_tokens(directory, entry, manifest["dtype"])
+        if len(tokens):
+            top = int(tokens.max())
+            if top >= vocab_size:
+                problems.append(f"{name}: token id {top} >= vocab_size {vocab_size}")
+        if len(offsets):
+            if offsets[0] != 0 or np.any(np.diff(offsets.astype(np.int64)) <= 0) or offsets[-1] >= len(tokens):
+                problems.append(f"{idx_path.name}: offsets are not increasing within the shard")
+            elif np.any(tokens[offsets.astype(np.int64)] != eot_id):
+                problems.append(f"{idx_path.name}: an offset does not point at the separator {eot_id}")
+            n_eot = int(np.count_nonzero(tokens == eot_id))
+            if n_eot != len(offsets):
+                problems.append(f"{name}: {n_eot} separators but {len(offsets)} documents in the index")
+        elif len(tokens):
+            problems.append(f"{idx_path.name}: empty index for a non-empty shard")
+    for split, t in manifest["totals"].items():
+        got = totals.get(split, {"tokens": 0, "documents": 0})
+        if t.get("tokens") != got["tokens"] or t.get("documents") != got["documents"]:
+            problems.append(f"totals[{split}] = {t} but the shards add up to {got}")
+    for p in sorted(directory.glob("*_[0-9][0-9][0-9][0-9][0-9][0-9].*")):
+        if p.suffix in (".bin", ".idx") and p.name not in listed:
+            problems.append(f"{p.name}: stray shard file not listed in the manifest")
+    if tokenizer_sha256 is not None and tokenizer_sha256 != manifest["tokenizer_sha256"]:
+        problems.append(f"{TOKENIZER_NAME} has fingerprint {tokenizer_sha256[:16]}…, the manifest names "
+                        f"{manifest['tokenizer_sha256'][:16]}…; the shards were not encoded with this tokenizer")
+    return problems

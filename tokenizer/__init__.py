@@ -1,0 +1,252 @@
+"""The tokenizer: a byte-level BPE trained and saved with HF ``tokenizers``, encoded fast where exact.
+
+HF ``tokenizers`` is the reference: it trains the vocabulary and ``tokenizer.json`` is its file
+format (``transformers.PreTrainedTokenizerFast(tokenizer_file=...)`` loads it as is). For encoding a
+corpus, :func:`make_encoder` builds a ``tiktoken`` engine from the same merges (rank = token id, the
+same GPT-2 split pattern). It is several times faster and gives the same ids for a BPE vocabulary
+trained here; every build checks that on a sample first and falls back to HF, saying why, otherwise.
+
+Documents are encoded as plain text: a literal ``<|endoftext|>`` inside a document becomes ordinary
+tokens, so the separator id only ever appears where the shard writer puts it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+EOT_TOKEN = "<|endoftext|>"
+DEFAULT_VOCAB_SIZE = 32000
+# The GPT-2 pre-tokenization pattern: what HF's ByteLevel(use_regex=True) splits on.
+GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# Text the encoder equivalence check always includes, whatever the corpus: the cases where two BPE
+# implementations are most likely to part ways.
+EQUIVALENCE_PROBES = (
+    "Hello, world! It's a test: don't, won't, I'll, we've, they're, she'd, I'm.",
+    "  leading spaces\n\n\ttabs\r\nwindows line\u00a0nbsp   trailing   ",
+    "emoji 😀👍🏽👨‍👩‍👧 flags 🇯🇵 CJK 日本語の文章 中文 한국어 عربى עברית हिन्दी",
+    "combining e\u0301 a\u0308 \u0041\u030a zero\u200bwidth \ufeffbom control \x00\x01\x1b[0m\x7f",
+    "numbers 1234567890 3.14159 1e-10 0xDEADBEEF 1,000,000",
+    "code: def f(x):\n    return x ** 2  # comment\n\tif (a && b) { c->d[0] = '\\n'; }",
+    "<|endoftext|> inside a document stays text <|endoftext|>",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "".join(chr(c) for c in range(32, 127)) + "".join(chr(c) for c in range(160, 400)),
+)
+
+
+class TokenizerError(Exception):
+    """A tokenizer problem the user can act on; the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# training, saving, loading
+
+def new_bpe_tokenizer() -> Tokenizer:
+    """An untrained byte-level BPE: no normalizer, GPT-2 split, byte-level decoding, so that
+    ``decode(encode(s)) == s`` for every valid Unicode string."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tok
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE, min_frequency: int = 2,
+              show_progress: bool = False, length: int | None = None) -> Tokenizer:
+    """Train a byte-level BPE on ``texts``. ``<|endoftext|>`` gets id 0; all 256 bytes are in the vocabulary."""
+    if vocab_size < 256 + 1:
+        raise TokenizerError(f"--vocab-size {vocab_size} is too small: a byte-level BPE needs at least 257 "
+                             f"tokens (256 bytes and the separator)")
+    tok = new_bpe_tokenizer()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOT_TOKEN],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=show_progress)
+    tok.train_from_iterator(texts, trainer=trainer, length=length)
+    return tok
+
+
+def save(tok: Tokenizer, path: str | os.PathLike) -> str:
+    """Save ``tok`` as ``tokenizer.json`` atomically; returns its fingerprint."""
+    path = Path(path)
+    text = tok.to_str(pretty=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return fingerprint_text(text)
+
+
+def load(path: str | os.PathLike) -> Tokenizer:
+    path = Path(path)
+    if not path.exists():
+        raise TokenizerError(f"tokenizer file {path} does not exist")
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception for malformed files
+        raise TokenizerError(f"{path} is not a tokenizer.json that HF tokenizers can load: {e}") from None
+    eot_id(tok, source=path)
+    return tok
+
+
+def eot_id(tok: Tokenizer, source: str | os.PathLike = "tokenizer") -> int:
+    i = tok.token_to_id(EOT_TOKEN)
+    if i is None:
+        raise TokenizerError(f"{source} has no {EOT_TOKEN} token; the shards need it as the document "
+                             f"separator. Train a tokenizer here (omit --tokenizer) or add the token")
+    return i
+
+
+def fingerprint_text(text: str) -> str:
+    """sha256 of the canonical form of a tokenizer.json (keys sorted, no whitespace), so formatting
+    differences do not change it but any change of vocabulary, merges or settings does."""
+    canonical = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    return fingerprint_text(Path(path).read_text(encoding="utf-8"))
+
+
+def repair_surrogates(text: str) -> tuple[str, int]:
+    """Replace lone UTF-16 surrogates (JSON's ``"\\ud800"`` yields them) with U+FFFD; returns the count.
+
+    Such a string cannot be encoded as UTF-8, so neither tokenizer engine can take it as is.
+    """
+    if not _SURROGATE.search(text):
+        return text, 0
+    repaired, n = _SURROGATE.subn("\ufffd", text)
+    return repaired, n
+
+
+# ---------------------------------------------------------------------------------------------------
+# encoding engines
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """The inverse of GPT-2's bytes_to_unicode: the printable character standing for each byte."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def _tiktoken_incompatibility(tok: Tokenizer) -> str | None:
+    """Why a tiktoken engine cannot reproduce ``tok``, or None when its structure allows it."""
+    spec = json.loads(tok.to_str())
+    model = spec.get("model") or {}
+    if model.get("type") != "BPE":
+        return f"model is {model.get('type')}, not BPE"
+    for key in ("dropout", "continuing_subword_prefix", "end_of_word_suffix"):
+        if model.get(key):
+            return f"BPE option {key}={model[key]!r} is set"
+    if spec.get("normalizer"):
+        return "the tokenizer has a normalizer"
+    pre = spec.get("pre_tokenizer") or {}
+    if pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or not pre.get("use_regex", True):
+        return "pre-tokenizer is not ByteLevel(add_prefix_space=False, use_regex=True)"
+    vocab = model.get("vocab") or {}
+    decoder = _byte_decoder()
+    special = {t["content"] for t in spec.get("added_tokens", [])}
+    if any(ch not in vocab for ch in decoder):
+        return "the vocabulary lacks some of the 256 single bytes"
+    for token in vocab:
+        if token not in special and any(ch not in decoder for ch in token):
+            return f"token {token!r} is not byte-level"
+    return None
+
+
+class Encoder:
+    """Encodes documents to ids with either engine; ``engine`` says which one it uses and ``reason`` why."""
+
+    def __init__(self, tok: Tokenizer, engine: str, reason: str = ""):
+        self.tok = tok
+        self.engine = engine
+        self.reason = reason
+        self.vocab_size = tok.get_vocab_size()
+        if engine == "tiktoken":
+            self._tt = _tiktoken_encoding(tok)
+        elif engine == "hf":
+            self._hf = Tokenizer.from_str(tok.to_str())
+            self._hf.encode_special_tokens = True  # a literal "<|endoftext|>" in a document is text
+        else:
+            raise ValueError(f"unknown engine {engine!r}")
+
+    def encode(self, text: str) -> list[int]:
+        if self.engine == "tiktoken":
+            return self._tt.encode_ordinary(text)
+        return self._hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Encode several documents in this thread (the build parallelises across processes)."""
+        if self.engine == "tiktoken":
+            enc = self._tt.encode_ordinary
+            return [enc(t) for t in texts]
+        return [e.ids for e in self._hf.encode_batch(list(texts), add_special_tokens=False)]
+
+    # pickled into worker processes as the tokenizer's JSON, rebuilt there
+    def __reduce__(self):
+        return (_rebuild_encoder, (self.tok.to_str(), self.engine, self.reason))
+
+
+def _rebuild_encoder(tok_json: str, engine: str, reason: str) -> Encoder:
+    return Encoder(Tokenizer.from_str(tok_json), engine, reason)
+
+
+def _tiktoken_encoding(tok: Tokenizer):
+    import tiktoken
+
+    decoder = _byte_decoder()
+    spec = json.loads(tok.to_str())
+    special = {t["content"] for t in spec.get("added_tokens", [])}
+    ranks = {bytes(decoder[ch] for ch in token): i for token, i in spec["model"]["vocab"].items()
+             if token not in special}
+    return tiktoken.Encoding(name="project-bpe", pat_str=GPT2_SPLIT_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={})
+
+
+def mismatches(a: Encoder, b: Encoder, texts: Iterable[str]) -> list[str]:
+    """The texts on which two encoders give different ids."""
+    return [t for t in texts if a.encode(t) != b.encode(t)]
+
+
+def make_encoder(tok: Tokenizer, engine: str = "auto", sample: Sequence[str] = ()) -> Encoder:
+    """The fastest exact encoder for ``tok``.
+
+    ``auto`` uses tiktoken when the tokenizer's structure allows it and it gives HF's ids on every
+    text of ``sample`` plus :data:`EQUIVALENCE_PROBES`; otherwise HF, with ``reason`` saying why.
+    ``tiktoken`` insists on the fast engine (an error if it is not exact); ``hf`` forces the reference.
+    """
+    if engine == "hf":
+        return Encoder(tok, "hf", "asked for with --encoder hf")
+    if engine not in ("auto", "tiktoken"):
+        raise TokenizerError(f"unknown encoder {engine!r}; use auto, tiktoken or hf")
+    why = _tiktoken_incompatibility(tok)
+    if why is None:
+        try:
+            fast = Encoder(tok, "tiktoken")
+        except ImportError:
+            why = "tiktoken is not installed"
+        else:
+            reference = Encoder(tok, "hf")
+            texts = [repair_surrogates(t)[0] for t in list(EQUIVALENCE_PROBES) + list(sample)]
+            bad = mismatches(fast, reference, texts)
+            if not bad:
+                return Encoder(tok, "tiktoken", f"gives HF's ids on all {len(texts)} check texts")
+            why = f"tiktoken's ids differ from HF's on {len(bad)} of {len(texts)} check texts, e.g. {bad[0][:60]!r}"
+    if engine == "tiktoken":
+        raise TokenizerError(f"the tiktoken engine cannot encode this tokenizer exactly: {why}; use --encoder auto")
+    return Encoder(tok, "hf", why)
