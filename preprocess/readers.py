@@ -1,0 +1,553 @@
+"""Corpus readers: every input format, streamed one document at a time in constant memory.
+
+``resolve_inputs`` turns what the user typed (files, directories, globs, URLs, ``hf:`` specs, an
+input list) into a deterministic list of ``InputFile``; ``read_records`` yields, per input and in file
+order, a ``Record`` for every document and a ``Skipped`` for every bad record. A whole input that
+cannot be read (truncated gzip, corrupt parquet, HTTP failure) raises ``BadInputFile`` after every
+complete record before the damage has been yielded, so the pipeline can keep them.
+
+Byte streams are built as a chain of chunk iterators: a source (local file or HTTP) yields raw bytes,
+a decompressor (gzip, zstd or none) yields decompressed bytes, and a parser splits lines and decodes
+JSON. The same chain serves local files and URLs.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+
+if TYPE_CHECKING:
+    from preprocess.http import Retry
+
+# Decompressed output is produced in pieces of at most this many bytes, so one compressed chunk of
+# highly repetitive text cannot expand into an unbounded buffer.
+_OUT_CHUNK = 4 << 20
+_IN_CHUNK = 1 << 20
+
+# Longest suffix first: ".jsonl.gz" must win over ".gz".
+_KINDS = (
+    (".jsonl.gz", "jsonl.gz"), (".json.gz", "jsonl.gz"), (".ndjson.gz", "jsonl.gz"),
+    (".jsonl.zst", "jsonl.zst"), (".json.zst", "jsonl.zst"), (".ndjson.zst", "jsonl.zst"),
+    (".jsonl.zstd", "jsonl.zst"), (".json.zstd", "jsonl.zst"),
+    (".jsonl", "jsonl"), (".json", "jsonl"), (".ndjson", "jsonl"),
+    (".parquet", "parquet"), (".txt", "txt"),
+)
+KNOWN_SUFFIXES = tuple(s for s, _ in _KINDS)
+SKIP_REASONS = ("malformed_json", "missing_text", "non_string_text", "empty_text", "undecodable_bytes")
+HF_PREFIX = "hf:"
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    path: str         # local path, http(s) URL, or "hf:NAME[:CONFIG][:SPLIT]"
+    kind: str         # "jsonl", "jsonl.gz", "jsonl.zst", "parquet", "txt", "hf"
+    size: int | None  # bytes on disk; None when unknown (URLs, hf)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    text: str         # may hold lone surrogates from JSON escapes; the pipeline repairs and counts them
+    id: str | None    # the record's "id", stringified; None when it has none
+    line: int         # 1-based: JSONL line, parquet row, txt block (1 for a whole-file document)
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    reason: str       # one of SKIP_REASONS
+    line: int
+    detail: str
+
+
+class BadInputFile(Exception):
+    """A whole input cannot be read; ``str(e)`` names it, says what went wrong and what to do.
+
+    Records yielded before the error stay valid.
+    """
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+class CorruptStream(Exception):
+    """Raised inside a byte chain; ``read_records`` turns it into ``BadInputFile`` with the line."""
+
+
+def is_url(spec: str) -> bool:
+    return spec.startswith(("http://", "https://"))
+
+
+def kind_of(path: str) -> str | None:
+    """The input kind from a file name or URL (query string ignored), or None when unknown."""
+    name = path.split("?", 1)[0].split("#", 1)[0].lower() if is_url(path) else path.lower()
+    for suffix, kind in _KINDS:
+        if name.endswith(suffix):
+            return kind
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# resolving inputs
+
+def resolve_inputs(specs: list[str], input_list: str | None = None, txt_blocks: bool = False) -> list[InputFile]:
+    """Expand ``specs`` and the entries of ``input_list`` into input files, in a deterministic order.
+
+    Each spec is a local file, a directory (searched recursively for files with a known suffix, hidden
+    files and directories skipped), a glob pattern (``**`` allowed), an http(s) URL or an ``hf:`` spec.
+    Matches of one spec are sorted; specs keep the order given, then the input list's entries follow
+    in file order. A file named twice is read once (its first place wins). ``input_list`` holds one
+    path or URL per line; blank lines and ``#`` comments are ignored. ``txt_blocks`` does not change
+    what is resolved (a ``.txt`` is always a text document here); it is accepted so callers can pass
+    their reading options through unchanged.
+    """
+    del txt_blocks
+    entries: list[tuple[str, str]] = [(spec, "--input") for spec in specs]
+    if input_list is not None:
+        entries += _read_input_list(input_list)
+    out: list[InputFile] = []
+    seen: set[str] = set()
+    for spec, where in entries:
+        for inp in _resolve_one(spec, where):
+            key = inp.path if is_url(inp.path) or inp.kind == "hf" else os.path.realpath(inp.path)
+            if key not in seen:
+                seen.add(key)
+                out.append(inp)
+    return out
+
+
+def _read_input_list(path: str) -> list[tuple[str, str]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise ValueError(f"--input-list {path}: cannot read it ({e.strerror}); check the path") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--input-list {path}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                         f"it should hold one path or URL per line") from None
+    entries = []
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            entries.append((line, f"--input-list {path} line {n}"))
+    if not entries:
+        raise ValueError(f"--input-list {path}: no paths or URLs in it (blank lines and # comments are ignored)")
+    return entries
+
+
+def _resolve_one(spec: str, where: str) -> list[InputFile]:
+    if spec.startswith(HF_PREFIX):
+        parse_hf_spec(spec)  # fail early on a malformed spec
+        return [InputFile(spec, "hf", None)]
+    if is_url(spec):
+        kind = kind_of(spec)
+        if kind is None:
+            raise ValueError(f"{where}: {spec}: unknown file type; a URL must end in one of "
+                             f"{', '.join(KNOWN_SUFFIXES)}")
+        return [InputFile(spec, kind, None)]
+    if os.path.isdir(spec):
+        files = _walk(spec)
+        if not files:
+            raise ValueError(f"{where}: directory {spec} holds no input files (looked recursively for "
+                             f"{', '.join(KNOWN_SUFFIXES)})")
+        return [_local(p) for p in files]
+    if os.path.exists(spec):
+        if kind_of(spec) is None:
+            raise ValueError(f"{where}: {spec}: unknown file type; expected a name ending in "
+                             f"{', '.join(KNOWN_SUFFIXES)} (or a directory, glob, URL or hf: spec)")
+        return [_local(spec)]
+    if glob.has_magic(spec):
+        matches = sorted(glob.glob(spec, recursive=True))
+        files: list[str] = []
+        for m in matches:
+            if os.path.isdir(m):
+                files += _walk(m)
+            elif kind_of(m) is not None:
+                files.append(m)
+        if not files:
+            what = f"{len(matches)} paths, none of them input files" if matches else "nothing"
+            raise ValueError(f"{where}: pattern {spec!r} matched {what}; input files end in "
+                             f"{', '.join(KNOWN_SUFFIXES)}")
+        return [_local(p) for p in files]
+    raise ValueError(f"{where}: {spec}: no such file or directory; check the path (or quote a glob pattern)")
+
+
+def _walk(top: str) -> list[str]:
+    found = []
+    for root, dirs, files in os.walk(top):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # .git, .cache, a default corpus stash
+        found += [os.path.join(root, f) for f in files if not f.startswith(".") and kind_of(f) is not None]
+    return sorted(found)
+
+
+def _local(path: str) -> InputFile:
+    return InputFile(path, kind_of(path), os.path.getsize(path))
+
+
+# ---------------------------------------------------------------------------------------------------
+# byte chains: sources and decompressors
+
+def _file_chunks(path: str) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(_IN_CHUNK):
+            yield chunk
+
+
+def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Decompress a gzip stream of any number of members; zlib checks each member's CRC and length.
+
+    zlib (not ``gzip.GzipFile``) so that every byte decompressed before damage reaches the parser,
+    and so the same code serves HTTP streams. zlib releases the GIL while it works.
+    """
+    d = zlib.decompressobj(wbits=31)
+    started = False  # bytes fed to the current member
+    try:
+        for data in chunks:
+            while data:
+                if d.eof:
+                    if not started and not data.strip(b"\0"):
+                        break  # trailing zero padding after the last member, as gzip(1) accepts
+                    d = zlib.decompressobj(wbits=31)
+                started = True
+                out = d.decompress(data, _OUT_CHUNK)
+                data = d.unconsumed_tail or d.unused_data
+                if d.eof:
+                    started = False
+                if out:
+                    yield out
+        if started and not d.eof:
+            raise CorruptStream("truncated gzip file: the data ends before the end of the compressed stream")
+    except zlib.error as e:
+        raise CorruptStream(f"corrupt gzip data ({e})") from None
+
+
+def _unzstd(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Decompress a zstd stream of any number of frames (Dolma's files may hold several)."""
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    d = dctx.decompressobj()
+    started = False
+    try:
+        for data in chunks:
+            while data:
+                if d.eof:
+                    d = dctx.decompressobj()
+                started = True
+                out = d.decompress(data)
+                data = d.unused_data if d.eof else b""
+                if d.eof:
+                    started = False
+                if out:
+                    yield out
+        if started and not d.eof:
+            raise CorruptStream("truncated zstd file: the data ends inside a compressed frame")
+    except zstandard.ZstdError as e:
+        raise CorruptStream(f"corrupt zstd data ({e})") from None
+
+
+def byte_chunks(inp: InputFile, retry: Retry | None = None) -> Iterator[bytes]:
+    """The decompressed bytes of a local or HTTP input, in chunks."""
+    if is_url(inp.path):
+        from preprocess import http
+        raw = http.stream(inp.path, retry=retry)
+    else:
+        raw = _file_chunks(inp.path)
+    if inp.kind == "jsonl.gz":
+        return _gunzip(raw)
+    if inp.kind == "jsonl.zst":
+        return _unzstd(raw)
+    return raw
+
+
+# ---------------------------------------------------------------------------------------------------
+# parsers
+
+def check_text(obj, text_field: str, line: int) -> Record | Skipped:
+    """A Record for a decoded JSON value or dataset example, or a Skipped saying what is wrong."""
+    if not isinstance(obj, dict):
+        return Skipped("malformed_json", line, f"expected a JSON object, got {type(obj).__name__}")
+    text = obj.get(text_field, _MISSING)
+    if text is _MISSING:
+        return Skipped("missing_text", line, f"no {text_field!r} field")
+    if not isinstance(text, str):
+        return Skipped("non_string_text", line, f"{text_field!r} is {_json_type(text)}, not a string")
+    if not text or text.isspace():
+        return Skipped("empty_text", line, "empty" if not text else "whitespace only")
+    rid = obj.get("id")
+    return Record(text, None if rid is None else str(rid), line)
+
+
+_MISSING = object()
+
+
+def _json_type(value) -> str:
+    return {type(None): "null", bool: "a boolean", int: "a number", float: "a number",
+            list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _jsonl(chunks: Iterable[bytes], text_field: str) -> Iterator[Record | Skipped]:
+    loads = json.loads
+    pending: list[bytes] = []  # pieces of a line longer than one chunk
+    lineno = 0
+    for chunk in chunks:
+        parts = chunk.split(b"\n")
+        if len(parts) == 1:
+            pending.append(chunk)
+            continue
+        if pending:
+            pending.append(parts[0])
+            parts[0] = b"".join(pending)
+            pending = []
+        tail = parts.pop()
+        if tail:
+            pending.append(tail)
+        for raw in parts:
+            lineno += 1
+            if not raw or raw.isspace():
+                continue
+            yield _parse_line(raw, lineno, text_field, loads)
+    if pending:  # the last line has no newline; reached only when the stream ended cleanly
+        raw = b"".join(pending)
+        if not raw.isspace():
+            yield _parse_line(raw, lineno + 1, text_field, loads)
+
+
+def _parse_line(raw: bytes, lineno: int, text_field: str, loads: Callable) -> Record | Skipped:
+    try:
+        s = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Skipped("undecodable_bytes", lineno, f"invalid UTF-8 at byte {e.start}: {raw[e.start:e.start + 4]!r}")
+    try:
+        obj = loads(s)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, an over-long integer, absurd nesting
+        detail = f"{e.msg}: column {e.colno}" if isinstance(e, json.JSONDecodeError) else f"{type(e).__name__}: {e}"
+        return Skipped("malformed_json", lineno, detail)
+    if type(obj) is dict:  # fast path for the common case; check_text handles everything else
+        text = obj.get(text_field)
+        if type(text) is str and text and not text.isspace():
+            rid = obj.get("id")
+            return Record(text, None if rid is None else str(rid), lineno)
+    return check_text(obj, text_field, lineno)
+
+
+def _decode_doc(raw: bytes, number: int) -> Record | Skipped:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Skipped("undecodable_bytes", number, f"invalid UTF-8 at byte {e.start}: {raw[e.start:e.start + 4]!r}")
+    if text.startswith("\ufeff"):
+        text = text[1:]  # a byte-order mark is not part of the document
+    if not text or text.isspace():
+        return Skipped("empty_text", number, "empty" if not text else "whitespace only")
+    return Record(text, None, number)
+
+
+def _txt_whole(chunks: Iterable[bytes]) -> Iterator[Record | Skipped]:
+    yield _decode_doc(b"".join(chunks), 1)
+
+
+def _txt_blocks(chunks: Iterable[bytes]) -> Iterator[Record | Skipped]:
+    """One document per run of non-blank lines; a blank line is empty or whitespace only.
+
+    A block's text is its lines with the line break after the last one removed. ``line`` is the
+    block's 1-based number.
+    """
+    block: list[bytes] = []
+    number = 0
+    pending = b""
+    for chunk in chunks:
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for ln in lines:
+            if ln.strip():
+                block.append(ln)
+            elif block:
+                number += 1
+                yield _decode_doc(b"\n".join(block), number)
+                block = []
+    if pending.strip():
+        block.append(pending)
+    if block:
+        yield _decode_doc(b"\n".join(block), number + 1)
+
+
+def _open_parquet(inp: InputFile, text_field: str):
+    """(ParquetFile, columns to read, whether the text column holds bytes); BadInputFile if unusable."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if is_url(inp.path):
+            from preprocess import http
+            pf = pq.ParquetFile(http.RangeFile(inp.path))
+        else:
+            pf = pq.ParquetFile(inp.path)
+        schema = pf.schema_arrow
+    except (pa.ArrowException, OSError) as e:
+        raise BadInputFile(inp.path, f"not a readable parquet file ({e}); re-download it, "
+                                     f"or pass --skip-bad-files to go on without it") from None
+    names = schema.names
+    if text_field not in names:
+        raise BadInputFile(inp.path, f"no column {text_field!r} (columns: {', '.join(names)}); "
+                                     f"pass --text-field with the name of the text column")
+    ttype = schema.field(text_field).type
+    is_binary = pa.types.is_binary(ttype) or pa.types.is_large_binary(ttype)
+    if not (is_binary or pa.types.is_string(ttype) or pa.types.is_large_string(ttype)):
+        raise BadInputFile(inp.path, f"column {text_field!r} has type {ttype}, not text; "
+                                     f"pass --text-field with the name of the text column")
+    columns = [text_field] + (["id"] if "id" in names and text_field != "id" else [])
+    return pf, columns, is_binary
+
+
+def _parquet(inp: InputFile, text_field: str) -> Iterator[Record | Skipped]:
+    import pyarrow as pa
+
+    pf, columns, is_binary = _open_parquet(inp, text_field)
+    row = 0
+    try:
+        # One batch at a time: memory stays bounded by a batch (and pyarrow's row-group buffer).
+        for batch in pf.iter_batches(batch_size=1024, columns=columns):
+            texts = batch.column(0).to_pylist()
+            ids = batch.column(1).to_pylist() if len(columns) == 2 else [None] * len(texts)
+            for text, rid in zip(texts, ids):
+                row += 1
+                if text is None:
+                    yield Skipped("non_string_text", row, f"{text_field!r} is null")
+                    continue
+                item = _decode_doc(text, row) if is_binary else _check_str(text, row)
+                if rid is not None and type(item) is Record:
+                    item = Record(item.text, str(rid), row)
+                yield item
+    except (pa.ArrowException, OSError) as e:
+        raise BadInputFile(inp.path, f"parquet data unreadable after row {row:,} ({e}); re-download it, "
+                                     f"or pass --skip-bad-files to go on without it") from None
+
+
+def _check_str(text: str, line: int) -> Record | Skipped:
+    if not text or text.isspace():
+        return Skipped("empty_text", line, "empty" if not text else "whitespace only")
+    return Record(text, None, line)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the entry points
+
+def read_records(inp: InputFile, text_field: str = "text", txt_blocks: bool = False,
+                 retry: Retry | None = None) -> Iterator[Record | Skipped]:
+    """Yield every document of ``inp`` in file order, one at a time, and a ``Skipped`` per bad record.
+
+    ``retry`` (a ``preprocess.http.Retry``) tunes retries for URLs; None uses the defaults. Raises
+    ``BadInputFile`` when the input as a whole cannot be read, after the records before the damage.
+    """
+    if inp.kind == "hf":
+        yield from _read_hf(inp.path, text_field)
+        return
+    if inp.kind == "parquet":
+        yield from _parquet(inp, text_field)
+        return
+    last = 0
+    try:
+        chunks = byte_chunks(inp, retry)
+        if inp.kind == "txt":
+            items = _txt_blocks(chunks) if txt_blocks else _txt_whole(chunks)
+        else:
+            items = _jsonl(chunks, text_field)
+        for item in items:
+            last = item.line
+            yield item
+    except CorruptStream as e:
+        after = f"after line {last:,} (every complete record before it was read)" if last else "before its first record"
+        raise BadInputFile(inp.path, f"{e}, {after}; re-download the file, or pass --skip-bad-files "
+                                     f"to go on without the rest of it") from None
+    except OSError as e:
+        raise BadInputFile(inp.path, f"cannot read it ({e.strerror or e}); check that it exists and "
+                                     f"is readable") from None
+
+
+def probe(inp: InputFile, text_field: str = "text", retry: Retry | None = None) -> None:
+    """Raise ``BadInputFile`` quickly when ``inp`` cannot be opened (for ``--fallback-input``).
+
+    Opens the input and reads its first record (or the first chunk for local files), no more.
+    """
+    if inp.kind == "hf":
+        _load_hf(inp.path, probe=True)
+        return
+    if is_url(inp.path):
+        from preprocess import http
+        http.probe(inp.path, retry=retry)
+        return
+    if not os.path.isfile(inp.path):
+        raise BadInputFile(inp.path, "no such file; check the path")
+    if inp.kind == "parquet":
+        _open_parquet(inp, text_field)
+        return
+    try:
+        with open(inp.path, "rb") as f:
+            head = f.read(64 << 10)
+    except OSError as e:
+        raise BadInputFile(inp.path, f"cannot read it ({e.strerror}); check its permissions") from None
+    decomp = {"jsonl.gz": _gunzip, "jsonl.zst": _unzstd}.get(inp.kind)
+    if decomp is not None:
+        try:
+            for _ in decomp([head]):
+                break
+        except CorruptStream as e:
+            if "truncated" not in str(e):  # a 64 KiB head of a longer file always looks truncated
+                raise BadInputFile(inp.path, f"{e}; re-download it") from None
+
+
+def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
+    """``hf:NAME[:CONFIG][:SPLIT]`` -> (name, config or None, split, default "train")."""
+    parts = spec[len(HF_PREFIX):].split(":")
+    if not parts[0] or len(parts) > 3:
+        raise ValueError(f"--input {spec}: expected hf:NAME[:CONFIG][:SPLIT], e.g. hf:allenai/c4:en:train")
+    name = parts[0]
+    config = parts[1] if len(parts) > 1 and parts[1] else None
+    split = parts[2] if len(parts) > 2 and parts[2] else "train"
+    return name, config, split
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hugging Face datasets
+
+def _load_hf(spec: str, probe: bool = False):
+    """``datasets.load_dataset(NAME, CONFIG, split=SPLIT, streaming=True)`` with errors a person can act on.
+
+    NAME is a hub id (``allenai/c4``) or a local directory of jsonl/parquet files, which ``datasets``
+    reads with its packaged builders (this is how tests run offline).
+    """
+    name, config, split = parse_hf_spec(spec)
+    try:
+        import datasets
+    except ImportError:
+        raise BadInputFile(spec, "the `datasets` package is not installed; pip install datasets") from None
+    try:
+        ds = datasets.load_dataset(name, config, split=split, streaming=True)
+        if probe:
+            next(iter(ds), None)
+        return ds
+    except Exception as e:  # datasets raises many types (hub, network, config, split errors)
+        msg = (str(e).strip().splitlines() or [""])[0].rstrip(".")
+        offline = " (offline mode is set, so nothing is downloaded)" if any(os.environ.get(v, "").lower() in (
+            "1", "true", "yes", "on") for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")) else ""
+        where = (f"check that {name} holds data files (e.g. {split}.jsonl or {split}-*.parquet)"
+                 if os.path.isabs(name) or name.startswith(".") or os.path.isdir(name) else
+                 f"check the name, config and split on huggingface.co/datasets/{name}, the network and HF_TOKEN")
+        config_text = f"config {config!r}" if config else "no config"
+        raise BadInputFile(spec, f"cannot open Hugging Face dataset {name!r}, {config_text}, split {split!r}"
+                                 f"{offline}: {type(e).__name__}: {msg}. {where[0].upper()}{where[1:]}, or use "
+                                 f"--fallback-input") from None
+
+
+def _read_hf(spec: str, text_field: str) -> Iterator[Record | Skipped]:
+    ds = _load_hf(spec)
+    n = 0
+    try:
+        for n, example in enumerate(ds, 1):
+            yield check_text(example, text_field, n)
+    except (OSError, ValueError) as e:  # a network drop or a bad shard mid-stream
+        raise BadInputFile(spec, f"reading stopped after example {n:,}: {type(e).__name__}: {e}; "
+                                 f"try again, or pass --skip-bad-files") from None
