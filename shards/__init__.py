@@ -78,6 +78,15 @@ def numpy_dtype(name: str) -> np.dtype:
 # ---------------------------------------------------------------------------------------------------
 # atomic writes
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -99,6 +108,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp creates 0600; datasets are shared between users and containers, so honour the umask
+    os.fchmod(fd, 0o666 & ~_UMASK)
     try:
         with os.fdopen(fd, mode) as f:
             yield f

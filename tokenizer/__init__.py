@@ -218,9 +218,9 @@ def _tiktoken_encoding(tok: Tokenizer):
                              special_tokens={})
 
 
-def mismatches(a: Encoder, b: Encoder, texts: Iterable[str]) -> list[str]:
+def mismatches(a: Encoder, b: Encoder, texts: Sequence[str]) -> list[str]:
     """The texts on which two encoders give different ids."""
-    return [t for t in texts if a.encode(t) != b.encode(t)]
+    return [t for t, x, y in zip(texts, a.encode_batch(texts), b.encode_batch(texts)) if x != y]
 
 
 def make_encoder(tok: Tokenizer, engine: str = "auto", sample: Sequence[str] = ()) -> Encoder:
@@ -245,7 +245,8 @@ def make_encoder(tok: Tokenizer, engine: str = "auto", sample: Sequence[str] = (
             texts = [repair_surrogates(t)[0] for t in list(EQUIVALENCE_PROBES) + list(sample)]
             bad = mismatches(fast, reference, texts)
             if not bad:
-                return Encoder(tok, "tiktoken", f"gives HF's ids on all {len(texts)} check texts")
+                fast.reason = f"gives HF's ids on all {len(texts)} check texts"
+                return fast
             why = f"tiktoken's ids differ from HF's on {len(bad)} of {len(texts)} check texts, e.g. {bad[0][:60]!r}"
     if engine == "tiktoken":
         raise TokenizerError(f"the tiktoken engine cannot encode this tokenizer exactly: {why}; use --encoder auto")

@@ -1,0 +1,477 @@
+"""The build: inputs -> tokenizer -> encoded documents -> train/val shards -> manifest.
+
+The token stream is a pure function of the inputs and the output-shaping options: inputs are read in
+resolve order, records in file order, and encoded batches are consumed in submission order whatever
+the number of worker threads, so the shards are byte-identical for any ``--workers``. Each document
+goes to val when the first 8 bytes of sha256(its id, or its text when it has none), read as a
+fraction of 2**64, are below ``--val-fraction``.
+
+Resumption: after every batch that finished a shard, ``OUT/.build/state.json`` is replaced atomically
+with the stream position (input index, records consumed from it), the counters, the shard entries and
+the names of files holding both writers' unflushed buffers. A rerun re-reads the current input, skips
+the consumed records and continues; since the stream is deterministic, what it writes is what an
+uninterrupted build would have written. ``manifest.json`` is written last, then ``.build`` removed.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+import shards
+import tokenizer as tk
+from preprocess import readers
+from preprocess.options import BuildOptions, differences, select_part
+from preprocess.progress import Progress, print_summary
+from preprocess.state import (BuildState, clear_output, has_foreign_output, load_state, remove_temporaries,
+                              save_state)
+
+BATCH_CHARS = 1 << 20       # text per encode batch: large enough to amortise hand-offs, small for memory
+BATCH_DOCS = 4096
+# the fast engine must give HF's ids on the first documents before it is used: this many, or this
+# much text (the check encodes with HF on one core: a fixed cost of about a second)
+ENCODER_SAMPLE_DOCS = 1000
+ENCODER_SAMPLE_BYTES = 1 << 20
+MAX_REPORTED_SKIPS = 5
+
+
+class BuildError(Exception):
+    """A build problem the user can act on; the message says what to do."""
+
+
+@dataclass
+class Batch:
+    """Consecutive records of one input, in order, plus what ends the batch.
+
+    ``positions[k]`` is the index (among all records and skips the reader yielded for this input) of
+    document ``k``; ``end`` is how many of those items have been consumed after this batch.
+    """
+    input_index: int
+    texts: list[str] = field(default_factory=list)
+    ids: list[str | None] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    end: int = 0
+    done: bool = False        # the input was read to its end
+    bad: str | None = None    # the input failed: the error
+
+
+@dataclass
+class Encoded:
+    tokens: list[np.ndarray]
+    is_val: list[bool]
+    repaired: int
+    text_bytes: int
+
+
+def split_is_val(key: str, val_fraction: float) -> bool:
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") < val_fraction * 2.0 ** 64
+
+
+def _encode(encoder: tk.Encoder, batch: Batch, val_fraction: float, np_dtype: np.dtype) -> Encoded:
+    texts, repaired, text_bytes, is_val = [], 0, 0, []
+    for text, doc_id in zip(batch.texts, batch.ids):
+        try:
+            text_bytes += len(text.encode("utf-8"))
+        except UnicodeEncodeError:  # lone surrogates, the only str that is not UTF-8; rare, so checked last
+            text, n = tk.repair_surrogates(text)
+            repaired += n
+            text_bytes += len(text.encode("utf-8"))
+        texts.append(text)
+        is_val.append(val_fraction > 0 and split_is_val(doc_id if doc_id is not None else text, val_fraction))
+    ids = encoder.encode_batch(texts)
+    return Encoded([np.array(x, dtype=np_dtype) for x in ids], is_val, repaired, text_bytes)
+
+
+def _ordered(fn, items: Iterable, workers: int) -> Iterator:
+    """``(item, fn(item))`` in input order; with several workers, up to 2*workers+1 in flight.
+
+    Threads, not processes: tiktoken and HF tokenizers release the GIL while encoding, there is no
+    pickling of texts and ids, and no orphaned worker survives a ``kill -9`` of the build.
+    """
+    if workers <= 1:
+        for item in items:
+            yield item, fn(item)
+        return
+    ex = ThreadPoolExecutor(workers, thread_name_prefix="encode")
+    try:
+        inflight: deque = deque()
+        for item in items:
+            inflight.append((item, ex.submit(fn, item)))
+            if len(inflight) > 2 * workers:
+                it, fut = inflight.popleft()
+                yield it, fut.result()
+        while inflight:
+            it, fut = inflight.popleft()
+            yield it, fut.result()
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+class Builder:
+    def __init__(self, opts: BuildOptions, log=None):
+        self.opts = opts
+        self.out = Path(opts.out)
+        # tqdm.write keeps messages from tearing the progress bar
+        self.log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+        self.reported_skips = 0
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def resolve(self) -> tuple[list[readers.InputFile], dict]:
+        """The inputs of this build (its part) and a note on where they came from."""
+        o = self.opts
+        if not o.inputs and not o.input_list:
+            from preprocess.default_corpus import default_corpus_dir, ensure_default_corpus
+            corpus = default_corpus_dir(self.out)
+            ensure_default_corpus(corpus)  # written once, then reused while its checksums hold
+            self.log(f"no --input given: building on the built-in default corpus (Python's documentation) "
+                     f"in {corpus}")
+            return self._part(readers.resolve_inputs([str(corpus)])), {"source": "default corpus"}
+        try:
+            inputs = readers.resolve_inputs(list(o.inputs), o.input_list, o.txt_blocks)
+            if not inputs:
+                raise readers.BadInputFile(f"no input files match {o.inputs or o.input_list}")
+            readers.probe(inputs[0])
+            return self._part(inputs), {"source": "input"}
+        except (readers.BadInputFile, OSError, ValueError) as e:
+            if not o.fallback_input:
+                raise BuildError(f"cannot read the input: {e}") from None
+            self.log(f"the input cannot be opened ({e}); using --fallback-input {o.fallback_input}")
+            try:
+                inputs = readers.resolve_inputs([o.fallback_input], None, o.txt_blocks)
+                readers.probe(inputs[0])
+            except (readers.BadInputFile, OSError, ValueError, IndexError) as e2:
+                raise BuildError(f"neither the input ({e}) nor --fallback-input {o.fallback_input} ({e2}) "
+                                 f"can be read") from None
+            return self._part(inputs), {"source": "fallback", "fallback_input": o.fallback_input,
+                                        "primary_error": str(e)}
+
+    def _part(self, inputs: list) -> list:
+        if self.opts.tokenizer_only:
+            return inputs  # one tokenizer for all parts: trained on the sample of the whole input
+        selected = select_part(inputs, self.opts.part)
+        if not selected:
+            raise BuildError(f"--part {self.opts.part} selects none of the {len(inputs)} input files; "
+                             f"use fewer parts than files")
+        return selected
+
+    def records(self, inputs, start: int = 0, skip: int = 0) -> Iterator[tuple[int, int, object]]:
+        """``(input index, item index, Record | Skipped | BadInputFile)`` from input ``start`` on,
+        skipping the first ``skip`` items of that input (consumed before an interruption)."""
+        for i in range(start, len(inputs)):
+            n = 0
+            try:
+                for item in readers.read_records(inputs[i], self.opts.text_field, self.opts.txt_blocks):
+                    if i == start and n < skip:
+                        n += 1
+                        continue
+                    yield i, n, item
+                    n += 1
+            except readers.BadInputFile as e:
+                yield i, n, e
+                continue
+            yield i, n, None  # end of input
+
+    def _report_skip(self, inp, item) -> None:
+        if self.reported_skips < MAX_REPORTED_SKIPS and not self.opts.quiet:
+            self.log(f"skipped {inp.path}:{item.line}: {item.reason} ({item.detail})")
+        elif self.reported_skips == MAX_REPORTED_SKIPS and not self.opts.quiet:
+            self.log("further skipped records are only counted (see the manifest's \"skipped\")")
+        self.reported_skips += 1
+
+    def batches(self, inputs, start: int, skip: int) -> Iterator[Batch]:
+        batch, chars = Batch(start, end=skip), 0
+        for i, n, item in self.records(inputs, start, skip):
+            if i != batch.input_index:
+                batch, chars = Batch(i), 0
+            if isinstance(item, readers.Record):
+                batch.texts.append(item.text)
+                batch.ids.append(item.id)
+                batch.positions.append(n)
+                batch.end = n + 1
+                chars += len(item.text)
+                if chars >= BATCH_CHARS or len(batch.texts) >= BATCH_DOCS:
+                    yield batch
+                    batch, chars = Batch(i, end=n + 1), 0
+            elif isinstance(item, readers.Skipped):
+                self._report_skip(inputs[i], item)
+                batch.skipped.append((n, item.reason))
+                batch.end = n + 1
+            else:
+                batch.done = item is None
+                batch.bad = None if item is None else str(item)
+                yield batch
+                batch, chars = Batch(i + 1), 0
+
+    # -- tokenizer -------------------------------------------------------------------------------
+
+    def sample_texts(self, inputs, limit_bytes: int | None) -> Iterator[str]:
+        """Document texts in stream order, repaired, up to ``limit_bytes`` of UTF-8 (the last one cut).
+
+        A bad input ends its own contribution and the sample goes on with the next one, whatever
+        --skip-bad-files says, so the tokenizer does not depend on it (the main pass reports the file).
+        """
+        total = 0
+        for _, _, item in self.records(inputs):
+            if not isinstance(item, readers.Record):
+                continue
+            text = tk.repair_surrogates(item.text)[0]
+            if limit_bytes is not None:
+                size = len(text.encode("utf-8"))
+                if total + size >= limit_bytes:
+                    cut = text.encode("utf-8")[: limit_bytes - total].decode("utf-8", "ignore")
+                    if cut:
+                        yield cut
+                    return
+                total += size
+            yield text
+
+    def prepare_tokenizer(self, inputs, given_sha: str | None):
+        """``given_sha``: the fingerprint an interrupted build started with, which must not change."""
+        """Train (or copy, or reuse after an interruption) OUT/tokenizer.json; returns (tok, sha)."""
+        o, path = self.opts, self.out / shards.TOKENIZER_NAME
+        if o.tokenizer is not None:
+            src = Path(o.tokenizer)
+            if src.resolve() != path.resolve():
+                shutil.copyfile(src, path.with_name(".tokenizer.json.copy"))
+                path.with_name(".tokenizer.json.copy").replace(path)
+        elif not path.exists():
+            t0 = time.perf_counter()
+            self.log(f"training a {o.vocab_size:,}-token byte-level BPE on the first "
+                     f"{o.tokenizer_sample_bytes / 1e6:,.0f} MB of text (--tokenizer-sample-bytes)")
+            tok = tk.train_bpe(self.sample_texts(inputs, o.tokenizer_sample_bytes), vocab_size=o.vocab_size,
+                               show_progress=False)
+            tk.save(tok, path)
+            self.log(f"tokenizer trained in {time.perf_counter() - t0:.1f} s -> {path}")
+        if o.tokenizer is not None:
+            tok, sha = self.given  # loaded and fingerprinted once, up front; the copy has the same bytes
+        else:
+            tok, sha = tk.load(path), tk.fingerprint(path)
+        if given_sha is not None and sha != given_sha:
+            raise BuildError(f"{path} is not the tokenizer this build started with; use --overwrite to rebuild")
+        return tok, sha
+
+    def make_encoder(self, tok, inputs) -> tk.Encoder:
+        sample = []
+        for text in self.sample_texts(inputs, ENCODER_SAMPLE_BYTES):
+            sample.append(text)
+            if len(sample) >= ENCODER_SAMPLE_DOCS:
+                break
+        enc = tk.make_encoder(tok, self.opts.encoder, sample)
+        self.log(f"encoder: {enc.engine} ({enc.reason})")
+        return enc
+
+    # -- the build -------------------------------------------------------------------------------
+
+    def check_output(self, shaping: dict, given_sha: str | None) -> BuildState | None | str:
+        """Decide what to do with what is already in OUT: ``"done"``, a state to resume, or None (fresh)."""
+        o = self.opts
+        manifest_path = self.out / shards.MANIFEST_NAME
+        if o.overwrite:
+            clear_output(self.out, keep=o.tokenizer)
+            return None
+        if manifest_path.exists():
+            m = shards.load_manifest(self.out)
+            diff = differences(m["options"], shaping)
+            if given_sha is not None and given_sha != m["tokenizer_sha256"]:
+                diff.append(f"--tokenizer {o.tokenizer} is not the tokenizer the dataset was built with")
+            if diff:
+                raise BuildError(f"{self.out} holds a dataset built with different options: " + "; ".join(diff)
+                                 + ". Use another --out, or --overwrite to replace it")
+            return "done"
+        state = load_state(self.out)
+        if state is not None:
+            diff = differences(state.options, shaping)
+            if given_sha is not None and given_sha != state.tokenizer_sha256:
+                diff.append(f"--tokenizer {o.tokenizer} is not the tokenizer the build started with")
+            if diff:
+                raise BuildError(f"{self.out} holds an unfinished build with different options: " + "; ".join(diff)
+                                 + ". Rerun with the same options to resume it, or --overwrite to start over")
+            return state
+        if has_foreign_output(self.out, o.tokenizer):
+            raise BuildError(f"{self.out} holds shard or tokenizer files but no build state or manifest; "
+                             f"use another --out, or --overwrite to replace them")
+        return None
+
+    def run(self) -> dict | None:
+        o = self.opts
+        self.t_start = time.perf_counter()
+        o.validate()
+        shaping = o.shaping()
+        given_sha = None
+        if o.tokenizer is not None:
+            tok = tk.load(o.tokenizer)
+            given_sha = tk.fingerprint(o.tokenizer)
+            self.given = (tok, given_sha)
+            dtype = shards.choose_dtype(tok.get_vocab_size(), o.dtype)
+        else:
+            # refused up front, before any input is read or anything trained
+            dtype = shards.choose_dtype(o.vocab_size, o.dtype)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if o.tokenizer_only:
+            return self.tokenizer_only()
+        if o.part is not None and o.tokenizer is None:
+            raise BuildError("--part needs --tokenizer FILE, so that all parts share one tokenizer and can be "
+                             "merged: train it once with `python -m preprocess --tokenizer-only --out DIR "
+                             "[the same --input ...]`, then build every part with --tokenizer DIR/tokenizer.json")
+        remove_temporaries(self.out)
+        found = self.check_output(shaping, given_sha)
+        if found == "done":
+            shutil.rmtree(self.out / ".build", ignore_errors=True)  # left if killed just after the manifest
+            self.log(f"{self.out} is up to date (a finished dataset built with these options); nothing to do")
+            return None
+        inputs, source = self.resolve()
+        state = found or BuildState.fresh(shaping, inputs)
+        if found is not None:
+            if state.inputs != [_input_key(x) for x in inputs]:
+                raise BuildError(f"the input files differ from those the unfinished build in {self.out} started "
+                                 f"with; restore them, or use --overwrite to start over")
+            state.options = shaping  # may differ from the saved ones in resume-neutral options only
+            self.log(f"resuming the build in {self.out}: {len(state.shards)} shards done, input "
+                     f"{state.position[0] + 1} of {len(inputs)}")
+        save_state(self.out, state)  # before anything else is written, so OUT is known to be ours
+        tok, sha = self.prepare_tokenizer(inputs, state.tokenizer_sha256)
+        if state.tokenizer_sha256 is None:
+            state.tokenizer_sha256 = sha
+            save_state(self.out, state)
+        encoder = self.make_encoder(tok, inputs)
+        return self.encode_all(inputs, source, state, tok, encoder, dtype)
+
+    def encode_all(self, inputs, source, state: BuildState, tok, encoder, dtype) -> dict:
+        o, t0 = self.opts, time.perf_counter()
+        eot = tk.eot_id(tok)
+        np_dtype = shards.numpy_dtype(dtype)
+        writers = {s: shards.ShardWriter(self.out, s, dtype, eot, o.shard_tokens, state.next_index[s])
+                   for s in shards.SPLITS}
+        for split, (toks, offs) in state.load_pending(self.out).items():
+            writers[split].restore(toks, offs)
+        start, skip = state.position
+        progress = Progress(inputs, state, disable=o.quiet)
+        stopped = state.stopped
+        text_bytes = 0
+        fn = lambda b: _encode(encoder, b, o.val_fraction, np_dtype)  # noqa: E731
+        try:
+            batches = self.batches(inputs, start, skip) if not stopped else iter(())
+            for batch, enc in _ordered(fn, batches, o.workers):
+                stats = state.input_stats[batch.input_index]
+                stats["status"] = "reading"
+                wrote = False
+                limit = len(enc.tokens)
+                for k, (doc, is_val) in enumerate(zip(enc.tokens, enc.is_val)):
+                    split = "val" if is_val else "train"
+                    entry = writers[split].add(doc)
+                    n = len(doc) + 1
+                    stats["documents"] += 1
+                    stats["tokens"] += n
+                    state.totals[split]["documents"] += 1
+                    state.totals[split]["tokens"] += n
+                    if entry:
+                        state.shards.append(entry)
+                        wrote = True
+                    if o.max_tokens is not None and state.total_tokens() >= o.max_tokens:
+                        limit, stopped = k + 1, True
+                        break
+                end = batch.end if limit == len(enc.tokens) else batch.positions[limit - 1] + 1
+                for pos, reason in batch.skipped:
+                    if pos < end:
+                        stats["skipped"][reason] = stats["skipped"].get(reason, 0) + 1
+                        state.skipped[reason] = state.skipped.get(reason, 0) + 1
+                stats["records"] = end
+                state.repaired += enc.repaired
+                text_bytes += enc.text_bytes
+                state.position = (batch.input_index, end)
+                if batch.bad is not None and not stopped:
+                    stats["status"] = f"bad: {batch.bad}"
+                    if not o.skip_bad_files:
+                        state.save_pending(self.out, writers)
+                        save_state(self.out, state)
+                        raise BuildError(
+                            f"{batch.bad}\nEvery shard finished before it is valid on disk. Rerun the same command "
+                            f"with --skip-bad-files to record the file as bad in the manifest, keep the "
+                            f"{stats['documents']} documents read from it and go on; or replace the file and "
+                            f"rerun the same command to resume")
+                    self.log(f"--skip-bad-files: recorded as bad, going on without the rest of it: {batch.bad}")
+                if batch.done and not stopped:
+                    stats["status"] = "ok"
+                if batch.done or batch.bad is not None:
+                    state.position = (batch.input_index + 1, 0)
+                    progress.input_done(batch.input_index)
+                progress.update(len(enc.tokens[:limit]), sum(len(d) + 1 for d in enc.tokens[:limit]),
+                                enc.text_bytes)
+                if wrote:
+                    state.save_pending(self.out, writers)
+                    save_state(self.out, state)
+                if stopped:
+                    break
+        finally:
+            progress.close()
+        state.stopped = stopped
+        for s in shards.SPLITS:
+            entry = writers[s].flush()
+            if entry:
+                state.shards.append(entry)
+        for k, stats in enumerate(state.input_stats):
+            if stats["status"] in ("pending", "reading"):
+                stats["status"] = "not read: --max-tokens reached" if stats["status"] == "pending" else \
+                    "partly read: --max-tokens reached"
+        manifest = self.manifest(inputs, source, state, tok, encoder, dtype, eot)
+        shards.write_manifest(self.out, manifest)
+        shutil.rmtree(self.out / ".build", ignore_errors=True)
+        if not o.quiet:
+            print_summary(self.out, manifest, time.perf_counter() - t0, progress.tokens - progress.start_tokens,
+                          text_bytes, time.perf_counter() - self.t_start)
+        return manifest
+
+    def manifest(self, inputs, source, state, tok, encoder, dtype, eot) -> dict:
+        order = {s: i for i, s in enumerate(shards.SPLITS)}
+        entries = sorted(state.shards, key=lambda e: (order[e["split"]], e["file"]))
+        return {
+            "format_version": shards.FORMAT_VERSION,
+            "dtype": dtype,
+            "vocab_size": tok.get_vocab_size(),
+            "eot_id": eot,
+            "tokenizer_sha256": state.tokenizer_sha256,
+            "shards": entries,
+            "totals": state.totals,
+            "inputs": [{"path": x.path, "kind": x.kind, "size": x.size, **stats}
+                       for x, stats in zip(inputs, state.input_stats)],
+            "skipped": dict(sorted(state.skipped.items())),
+            "options": state.options,
+            "source": source,
+            "encoder": {"engine": encoder.engine, "reason": encoder.reason},
+            "split": {"method": "sha256(id, else text)[:8] as a fraction of 2**64 < val_fraction",
+                      "val_fraction": self.opts.val_fraction},
+            "separator": "one eot_id before every document; .idx holds each separator's offset",
+            "repaired": {"lone_surrogates": state.repaired},
+            "stopped_at_max_tokens": state.stopped,
+        }
+
+    def tokenizer_only(self) -> None:
+        path = self.out / shards.TOKENIZER_NAME
+        if path.exists() and not self.opts.overwrite:
+            raise BuildError(f"{path} exists; use --overwrite to train a new one")
+        if path.exists():
+            path.unlink()
+        inputs, _ = self.resolve()
+        self.prepare_tokenizer(inputs, None)
+        self.log(f"wrote {path}; build each part with --tokenizer {path}")
+
+
+def _input_key(x) -> list:
+    return [x.path, x.kind, x.size]
+
+
+def build(opts: BuildOptions) -> dict | None:
+    """Run a build; returns the manifest, or None when OUT was already up to date."""
+    return Builder(opts).run()

@@ -1,0 +1,133 @@
+"""The command line: ``python -m preprocess [build options]`` and ``python -m preprocess merge``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from preprocess.options import (DEFAULT_SAMPLE_BYTES, DEFAULT_SHARD_TOKENS, DEFAULT_VAL_FRACTION, BuildOptions,
+                                OptionError, parse_count)
+
+DESCRIPTION = """\
+Build a dataset directory (tokenizer.json, manifest.json, train_*/val_* token shards) from a corpus.
+
+With no --input it builds on the built-in default corpus (Python's own documentation, written out
+in Dolma's .json.gz format beside OUT, in .default-corpus/), which needs no network.
+
+The output is byte-identical whatever --workers is, and an interrupted build (Ctrl-C, kill -9,
+a crash) resumes where it stopped when the same command is run again.
+"""
+
+EPILOG = """\
+examples:
+  python -m preprocess --out data/demo --vocab-size 8192
+      the default corpus, an 8k-token vocabulary
+  python -m preprocess --input 'dolma/*.json.gz' --out data/dolma5b --max-tokens 5e9
+      the flagship build: 32k vocabulary, stops after 5 billion tokens
+  python -m preprocess --input-list v1_7.txt --out data/dolma --skip-bad-files
+      every URL or path listed in v1_7.txt, recording unreadable files in the manifest and going on
+  python -m preprocess --input corpus.parquet --text-field content --tokenizer tok.json --out data/x
+      another text column, an existing tokenizer
+
+building on N machines (each builds a 1/N of the input files, then one merges):
+  python -m preprocess --tokenizer-only --input-list urls.txt --out data/tok
+  python -m preprocess --input-list urls.txt --tokenizer data/tok/tokenizer.json --part 3/8 --out data/p3
+  python -m preprocess merge data/p1 data/p2 ... data/p8 --out data/dolma
+      (--max-tokens applies to each part separately)
+
+merge:
+  python -m preprocess merge PART_DIR ... --out DIR      see `python -m preprocess merge --help`
+"""
+
+
+def _count(text: str) -> int:
+    try:
+        return parse_count(text)
+    except OptionError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m preprocess", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    i = p.add_argument_group("input")
+    i.add_argument("--input", action="append", default=[], metavar="PATH", dest="inputs",
+                   help="a file, directory (searched recursively), glob pattern, http(s) URL or "
+                        "hf:NAME[:CONFIG][:SPLIT]; repeat for several. Formats: .json(l)[.gz|.zst], .parquet, "
+                        ".txt. Default: the built-in corpus")
+    i.add_argument("--input-list", metavar="FILE",
+                   help="a file of paths or URLs, one per line (e.g. Dolma's urls/v1_7.txt)")
+    i.add_argument("--fallback-input", metavar="PATH",
+                   help="a source to build from when the input cannot be opened (e.g. hf:allenai/c4:en:train); "
+                        "the manifest's \"source\" says which was used")
+    i.add_argument("--text-field", default="text", metavar="F",
+                   help="JSON field / parquet column holding the text (default: text)")
+    i.add_argument("--txt-blocks", action="store_true",
+                   help="a .txt file holds one document per blank-line-separated block (default: one per file)")
+    i.add_argument("--skip-bad-files", action="store_true",
+                   help="when an input file is truncated or corrupt, keep the records read before the damage, "
+                        "record the file as bad in the manifest and go on (default: stop with an error; "
+                        "rerunning with this flag then resumes)")
+    t = p.add_argument_group("tokenizer")
+    t.add_argument("--tokenizer", metavar="FILE",
+                   help="use this tokenizer.json (it must have <|endoftext|>) instead of training one; "
+                        "it is copied to OUT/tokenizer.json")
+    t.add_argument("--vocab-size", type=_count, default=32000, metavar="N",
+                   help="vocabulary of the trained tokenizer (default: 32000)")
+    t.add_argument("--tokenizer-sample-bytes", type=_count, default=DEFAULT_SAMPLE_BYTES, metavar="N",
+                   help="train on the first N bytes of document text, in input order (default: 1e9; "
+                        "the whole input when smaller)")
+    t.add_argument("--tokenizer-only", action="store_true",
+                   help="only train OUT/tokenizer.json (on the whole input, ignoring --part) and stop; "
+                        "for multi-machine builds")
+    t.add_argument("--encoder", choices=("auto", "tiktoken", "hf"), default="auto",
+                   help="encoding engine: auto uses tiktoken when it gives HF tokenizers' ids on a sample "
+                        "(several times faster), else HF; the choice and reason are printed and recorded")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", required=True, metavar="DIR", help="the dataset directory to write")
+    o.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION, metavar="F",
+                   help="fraction of documents in the val split, chosen by a hash of each document's id "
+                        "(or text) (default: 0.005)")
+    o.add_argument("--shard-tokens", type=_count, default=DEFAULT_SHARD_TOKENS, metavar="N",
+                   help="tokens per shard; a shard closes after the document that reaches N (default: 100M)")
+    o.add_argument("--max-tokens", type=_count, metavar="N",
+                   help="stop after N tokens (separators included), e.g. 5e9 (default: the whole input)")
+    o.add_argument("--dtype", choices=("uint16", "uint32"), default="uint16",
+                   help="token id type in the shards; uint16 holds a vocabulary of up to 65,536 (default)")
+    o.add_argument("--part", metavar="I/N",
+                   help="build only the I-th of N parts of the input files (every N-th file, from the I-th); "
+                        "needs --tokenizer so the parts can be merged")
+    o.add_argument("--overwrite", action="store_true",
+                   help="replace what OUT holds (shards, manifest, tokenizer, unfinished build) instead of "
+                        "resuming or refusing a build with other options")
+    r = p.add_argument_group("running")
+    r.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                   help="encoding threads (default: the CPU count); the output does not depend on it")
+    r.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    return p
+
+
+def parse_build_args(argv: list[str]) -> BuildOptions:
+    args = build_parser().parse_args(argv)
+    return BuildOptions(**vars(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "merge":
+        from preprocess.merge import main as merge_main
+        return merge_main(argv[1:])
+    opts = parse_build_args(argv)
+    from preprocess.build import BuildError, build
+    import shards
+    import tokenizer as tk
+    try:
+        build(opts)
+    except (BuildError, OptionError, shards.DatasetError, tk.TokenizerError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; every finished shard is kept: run the same command again to resume "
+              f"(or add --overwrite to start over)", file=sys.stderr)
+        return 130
+    return 0

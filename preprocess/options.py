@@ -1,0 +1,127 @@
+"""Build options: what the command line resolves to, and which of them shape the output.
+
+The build compares the output-shaping options with those a directory was built (or partly built)
+with, to resume, to say a dataset is up to date, or to refuse a mismatch; ``merge`` compares them
+across parts. Options that only change speed or chatter (``workers``, ``quiet``, ``encoder``: every
+engine gives HF's ids or is not used) are left out, so the output is the same whatever they are.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+
+DEFAULT_SHARD_TOKENS = 100_000_000
+DEFAULT_SAMPLE_BYTES = 1_000_000_000
+DEFAULT_VAL_FRACTION = 0.005
+
+# Options recorded in the manifest but not compared on resume: a build that failed on a bad file may
+# be resumed with --skip-bad-files, and a build that succeeded without it met no bad file, so the
+# output is the same either way.
+RESUME_NEUTRAL = ("skip_bad_files",)
+
+
+class OptionError(ValueError):
+    """A command-line value that cannot be used; the message says what is expected."""
+
+
+@dataclass
+class BuildOptions:
+    out: str
+    inputs: list[str] = field(default_factory=list)
+    input_list: str | None = None
+    fallback_input: str | None = None
+    text_field: str = "text"
+    txt_blocks: bool = False
+    tokenizer: str | None = None
+    vocab_size: int = 32000
+    tokenizer_sample_bytes: int = DEFAULT_SAMPLE_BYTES
+    encoder: str = "auto"
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    shard_tokens: int = DEFAULT_SHARD_TOKENS
+    max_tokens: int | None = None
+    dtype: str = "uint16"
+    part: str | None = None
+    skip_bad_files: bool = False
+    overwrite: bool = False
+    quiet: bool = False
+    tokenizer_only: bool = False
+
+    def validate(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise OptionError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.shard_tokens <= 0:
+            raise OptionError(f"--shard-tokens must be positive, got {self.shard_tokens}")
+        if self.max_tokens is not None and self.max_tokens <= 0:
+            raise OptionError(f"--max-tokens must be positive, got {self.max_tokens}")
+        if self.workers < 1:
+            raise OptionError(f"--workers must be at least 1, got {self.workers}")
+        if self.tokenizer_sample_bytes <= 0:
+            raise OptionError(f"--tokenizer-sample-bytes must be positive, got {self.tokenizer_sample_bytes}")
+        if self.part is not None:
+            parse_part(self.part)
+
+    def shaping(self) -> dict:
+        """The options that shape the output, as recorded in the manifest's ``options``."""
+        d = asdict(self)
+        for key in ("out", "workers", "quiet", "overwrite", "encoder", "tokenizer_only"):
+            d.pop(key)
+        # --tokenizer is identified by the file's fingerprint, recorded beside it in the manifest;
+        # the vocabulary size then comes from the file, so the requested one does not matter.
+        if self.tokenizer is not None:
+            d["vocab_size"] = None
+            d["tokenizer_sample_bytes"] = None
+        return d
+
+
+def compared(options: dict) -> dict:
+    return {k: v for k, v in options.items() if k not in RESUME_NEUTRAL}
+
+
+def differences(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Human-readable differences between two ``shaping()`` dicts, as command-line flags."""
+    out = []
+    for key in sorted(set(compared(old)) | set(compared(new))):
+        if key in ignore or old.get(key) == new.get(key):
+            continue
+        out.append(f"{flag(key)} {old.get(key)!r} then, {new.get(key)!r} now")
+    return out
+
+
+def flag(key: str) -> str:
+    return "--input" if key == "inputs" else "--" + key.replace("_", "-")
+
+
+_SUFFIX = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
+
+
+def parse_count(text: str) -> int:
+    """A positive whole number written as 5000000, 5e9, 100M, 1.5B or 32k."""
+    s = str(text).strip().replace("_", "").replace(",", "")
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)([kKmMbBgGtT]?)", s)
+    if not m:
+        raise OptionError(f"{text!r} is not a count; write e.g. 5000000, 5e9, 100M, 1.5B or 32k")
+    value = float(m.group(1)) * _SUFFIX.get(m.group(2).lower(), 1)
+    if value != int(value) or value <= 0:
+        raise OptionError(f"{text!r} is not a positive whole number")
+    return int(value)
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """``I/N`` with 1 <= I <= N: this machine builds the I-th of N parts."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise OptionError(f"--part {text!r} must be I/N with 1 <= I <= N, e.g. --part 2/8")
+    return int(m.group(1)), int(m.group(2))
+
+
+def select_part(items: list, part: str | None) -> list:
+    """The deterministic 1/N of the inputs for ``--part I/N``: every N-th file, starting at the I-th.
+
+    Striding (rather than contiguous blocks) spreads big and small files of a sorted list evenly.
+    """
+    if part is None:
+        return items
+    i, n = parse_part(part)
+    return items[i - 1::n]

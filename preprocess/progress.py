@@ -1,0 +1,90 @@
+"""The progress bar while a build runs and the summary table after it."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+import shards
+
+
+class Progress:
+    """A tqdm bar over the input bytes when every input's size is known, else over documents.
+
+    The readers do not say how far into a file they are, so the byte bar advances by whole input
+    files (the ETA is per file: fine for Dolma's ~2,400 files, coarse for one big file); documents,
+    tokens and text MB/s are shown beside it as they go.
+    """
+
+    def __init__(self, inputs, state, disable: bool = False):
+        sizes = [x.size for x in inputs]
+        self.by_bytes = all(s is not None for s in sizes) and sum(sizes) > 0
+        self.sizes = sizes
+        done = sum(sizes[i] for i in range(state.position[0])) if self.by_bytes else 0
+        self.docs = sum(t["documents"] for t in state.totals.values())
+        self.tokens = self.start_tokens = state.total_tokens()
+        self.text_bytes = 0
+        self.t0 = time.perf_counter()
+        self.bar = tqdm(total=sum(sizes) if self.by_bytes else None, initial=done if self.by_bytes else self.docs,
+                        unit="B" if self.by_bytes else "doc", unit_scale=True, unit_divisor=1024 if self.by_bytes else 1000,
+                        desc="input" if self.by_bytes else "documents", disable=disable, file=sys.stderr,
+                        dynamic_ncols=True, mininterval=0.5, smoothing=0.05)
+
+    def update(self, docs: int, tokens: int, text_bytes: int) -> None:
+        self.docs += docs
+        self.tokens += tokens
+        self.text_bytes += text_bytes
+        if not self.by_bytes:
+            self.bar.update(docs)
+        dt = max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.set_postfix_str(f"{self.docs:,} docs, {self.tokens / 1e6:,.1f}M tok, "
+                                 f"{self.tokens / dt / 1e6:.2f}M tok/s, {self.text_bytes / dt / 1e6:.1f} MB text/s",
+                                 refresh=False)
+
+    def input_done(self, index: int) -> None:
+        if self.by_bytes:
+            self.bar.update(self.sizes[index])
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _size_on_disk(out: Path, manifest: dict) -> int:
+    total = 0
+    for e in manifest["shards"]:
+        total += (out / e["file"]).stat().st_size + (out / shards.index_file_name(e["file"])).stat().st_size
+    return total
+
+
+def print_summary(out: Path, manifest: dict, elapsed: float, run_tokens: int, text_bytes: int,
+                  total_elapsed: float, file=None) -> None:
+    """The table printed after a build: what went where, what was skipped, how fast."""
+    file = file or sys.stdout
+    t = manifest["totals"]
+    tokens = sum(v["tokens"] for v in t.values())
+    rows = [("split", "documents", "tokens", "shards")]
+    for split in shards.SPLITS:
+        n_shards = sum(1 for e in manifest["shards"] if e["split"] == split)
+        rows.append((split, f"{t[split]['documents']:,}", f"{t[split]['tokens']:,}", str(n_shards)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [f"dataset {out}"]
+    lines += ["  " + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+              for r in rows]
+    skipped = manifest["skipped"]
+    lines.append("  skipped: " + (", ".join(f"{k} {v:,}" for k, v in skipped.items()) if skipped else "none"))
+    bad = [x["path"] for x in manifest["inputs"] if x["status"].startswith("bad")]
+    if bad:
+        lines.append(f"  bad input files (skipped the rest of): {', '.join(bad)}")
+    if manifest["repaired"]["lone_surrogates"]:
+        lines.append(f"  lone surrogates repaired: {manifest['repaired']['lone_surrogates']:,}")
+    lines.append(f"  encoder: {manifest['encoder']['engine']} ({manifest['encoder']['reason']})")
+    lines.append(f"  dtype {manifest['dtype']}, vocab {manifest['vocab_size']:,}, "
+                 f"{_size_on_disk(out, manifest) / 1e6:,.1f} MB on disk")
+    elapsed = max(elapsed, 1e-9)
+    resumed = run_tokens != tokens
+    lines.append(f"  encoding: {run_tokens:,} tokens in {elapsed:,.1f} s, {run_tokens / elapsed / 1e6:,.2f}M tokens/s, "
+                 f"{text_bytes / elapsed / 1e6:,.1f} MB/s of text" + (" (this run, resumed)" if resumed else ""))
+    lines.append(f"  elapsed: {total_elapsed:,.1f} s in all (reading the inputs, tokenizer, encoding, writing)")
+    print("\n".join(lines), file=file)

@@ -1,0 +1,280 @@
+"""The build pipeline end to end on tiny corpora: manifest, split, determinism, refusals, bad input."""
+from __future__ import annotations
+
+import collections
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+import shards
+import tokenizer as tk
+from preprocess.build import split_is_val
+from preprocess.cli import main
+from preprocess.options import OptionError, parse_count, parse_part, select_part
+from tests.conftest import sample_texts
+
+# Small and fast: a 300-token vocabulary and shards of a few hundred tokens, so every build writes
+# several shards per split.
+FAST = ["--vocab-size", "300", "--shard-tokens", "400", "--val-fraction", "0.2", "--quiet"]
+
+
+def write_jsonl_gz(path: Path, records: list, tail: bytes = b"") -> Path:
+    lines = b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in records)
+    path.write_bytes(gzip.compress(lines + tail, mtime=0))
+    return path
+
+
+def make_corpus(root: Path, n_files: int = 3, docs_per_file: int = 40, seed: int = 0) -> list[str]:
+    """``n_files`` Dolma-style .json.gz files of distinct documents; returns every text in stream order."""
+    root.mkdir(parents=True, exist_ok=True)
+    texts = sample_texts(n_files * docs_per_file, seed=seed)
+    for f in range(n_files):
+        chunk = texts[f * docs_per_file:(f + 1) * docs_per_file]
+        write_jsonl_gz(root / f"part_{f:02d}.json.gz",
+                       [{"id": f"s{seed}-{f}-{i}", "text": t, "source": "test"} for i, t in enumerate(chunk)])
+    return texts
+
+
+def file_hashes(directory: Path) -> dict[str, str]:
+    """sha256 of every file of a dataset directory (hidden build/corpus folders aside)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(directory).iterdir()) if p.is_file()}
+
+
+def decoded_documents(directory: Path) -> dict[str, collections.Counter]:
+    """Every document in the shards, decoded with HF tokenizers, counted per split."""
+    m = shards.load_manifest(directory)
+    tok = Tokenizer.from_file(str(Path(directory) / shards.TOKENIZER_NAME))
+    out = {s: collections.Counter() for s in shards.SPLITS}
+    for entry in m["shards"]:
+        for doc in shards.iter_documents(directory, entry, m["dtype"]):
+            out[entry["split"]][tok.decode(doc.tolist(), skip_special_tokens=False)] += 1
+    return out
+
+
+def assert_nothing_lost(directory: Path, good: list[str], maybe: tuple[str, ...] = ()) -> None:
+    """Every good document is in the shards exactly once, and nothing else is (the --expected idea of
+    check_dataset.py: ``maybe`` documents may or may not be there)."""
+    docs = decoded_documents(directory)
+    seen = docs["train"] + docs["val"]
+    want = collections.Counter(good)  # a text the input holds twice must be there twice
+    lost = want - seen
+    assert not lost, f"{sum(lost.values())} good documents lost, e.g. {next(iter(lost))[:80]!r}"
+    extra = seen - want
+    for t in maybe:
+        if extra[t] <= 1:
+            extra.pop(t, None)
+    assert not extra, f"{sum(extra.values())} unexpected or duplicated documents, e.g. {next(iter(extra))[:80]!r}"
+    assert shards.verify_dataset(directory, tk.fingerprint(Path(directory) / shards.TOKENIZER_NAME)) == []
+
+
+def build(corpus: Path, out: Path, *extra: str) -> int:
+    return main(["--input", str(corpus), "--out", str(out), *FAST, *extra])
+
+
+# ---------------------------------------------------------------------------------------------------
+
+def test_manifest_contents(tmp_path):
+    corpus = tmp_path / "corpus"
+    texts = make_corpus(corpus, n_files=2, docs_per_file=30)
+    write_jsonl_gz(corpus / "part_02.json.gz", [
+        {"id": "bad-surrogate", "text": "a lone \ud800 surrogate"},
+        b'{"id": "x", "text": ',                      # malformed JSON
+        {"id": "y"},                                  # no text field
+        {"id": "z", "text": 7},                       # non-string text
+        {"id": "w", "text": "   \n "},                # whitespace only
+        b'{"text": "caf\xe9"}',                      # Latin-1 byte: not UTF-8
+    ])
+    assert build(corpus, tmp_path / "out", "--workers", "1") == 0
+    m = shards.load_manifest(tmp_path / "out")
+    assert m["format_version"] == shards.FORMAT_VERSION
+    assert m["dtype"] == "uint16" and m["vocab_size"] == 300 and m["eot_id"] == 0
+    assert m["tokenizer_sha256"] == tk.fingerprint(tmp_path / "out" / "tokenizer.json")
+    assert m["skipped"] == {"empty_text": 1, "malformed_json": 1, "missing_text": 1, "non_string_text": 1,
+                            "undecodable_bytes": 1}
+    assert m["repaired"] == {"lone_surrogates": 1}
+    assert [(Path(x["path"]).name, x["kind"], x["records"], x["documents"], x["status"]) for x in m["inputs"]] == [
+        ("part_00.json.gz", "jsonl.gz", 30, 30, "ok"),
+        ("part_01.json.gz", "jsonl.gz", 30, 30, "ok"),
+        ("part_02.json.gz", "jsonl.gz", 6, 1, "ok")]
+    assert m["inputs"][2]["skipped"] == {"malformed_json": 1, "missing_text": 1, "non_string_text": 1,
+                                         "empty_text": 1, "undecodable_bytes": 1}
+    assert all(x["size"] == (corpus / Path(x["path"]).name).stat().st_size for x in m["inputs"])
+    assert sum(x["tokens"] for x in m["inputs"]) == sum(t["tokens"] for t in m["totals"].values())
+    for split in shards.SPLITS:
+        entries = shards.split_shards(m, split)
+        assert [e["file"] for e in entries] == [shards.shard_file_name(split, i) for i in range(len(entries))]
+        assert m["totals"][split] == {"tokens": sum(e["tokens"] for e in entries),
+                                      "documents": sum(e["documents"] for e in entries)}
+    assert m["totals"]["train"]["documents"] + m["totals"]["val"]["documents"] == 61
+    assert m["options"]["val_fraction"] == 0.2 and m["options"]["shard_tokens"] == 400
+    assert "workers" not in m["options"] and "quiet" not in m["options"]
+    assert m["encoder"]["engine"] == "tiktoken"
+    assert m["split"]["val_fraction"] == 0.2
+    assert_nothing_lost(tmp_path / "out", texts + ["a lone \ufffd surrogate"])
+    assert not (tmp_path / "out" / ".build").exists()
+
+
+def test_split_is_by_document_hash_and_stable(tmp_path):
+    corpus = tmp_path / "corpus"
+    texts = make_corpus(corpus, n_files=2, docs_per_file=40)
+    ids = [f"s0-{f}-{i}" for f in range(2) for i in range(40)]
+    assert build(corpus, tmp_path / "a") == 0
+    assert build(corpus, tmp_path / "b", "--shard-tokens", "5000") == 0  # other shard boundaries
+    expected_val = collections.Counter(t for t, i in zip(texts, ids) if split_is_val(i, 0.2))
+    assert 0 < sum(expected_val.values()) < len(texts)
+    for out in ("a", "b"):
+        docs = decoded_documents(tmp_path / out)
+        assert docs["val"] == expected_val
+        assert not set(docs["val"]) & set(docs["train"])
+        assert docs["train"] + docs["val"] == collections.Counter(texts)
+
+
+def test_split_hash_threshold():
+    assert split_is_val("anything", 0.0) is False
+    assert split_is_val("anything", 0.999999999) is True
+    frac = sum(split_is_val(str(i), 0.1) for i in range(20000)) / 20000
+    assert 0.09 < frac < 0.11
+
+
+def test_output_identical_for_any_number_of_workers(tmp_path):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, n_files=3, docs_per_file=60)
+    for w in ("1", "2", "3"):
+        assert build(corpus, tmp_path / f"w{w}", "--workers", w) == 0
+    h1 = file_hashes(tmp_path / "w1")
+    assert len([n for n in h1 if n.endswith(".bin")]) > 6
+    assert file_hashes(tmp_path / "w2") == h1
+    assert file_hashes(tmp_path / "w3") == h1
+
+
+def test_max_tokens_stops_after_the_document_that_reaches_it(tmp_path):
+    corpus = tmp_path / "corpus"
+    texts = make_corpus(corpus, n_files=3, docs_per_file=40)
+    assert build(corpus, tmp_path / "out", "--max-tokens", "1.5k") == 0
+    m = shards.load_manifest(tmp_path / "out")
+    total = sum(t["tokens"] for t in m["totals"].values())
+    n_docs = sum(t["documents"] for t in m["totals"].values())
+    assert 1500 <= total and m["stopped_at_max_tokens"] is True
+    last_doc_tokens = len(tk.load(tmp_path / "out" / "tokenizer.json").encode(texts[n_docs - 1]).ids) + 1
+    assert total - last_doc_tokens < 1500
+    assert_nothing_lost(tmp_path / "out", texts[:n_docs])
+    assert m["inputs"][0]["status"] == "partly read: --max-tokens reached"
+    assert [x["status"] for x in m["inputs"][1:]] == ["not read: --max-tokens reached"] * 2
+
+
+def test_same_command_again_is_up_to_date(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, n_files=1, docs_per_file=20)
+    assert build(corpus, tmp_path / "out") == 0
+    before = file_hashes(tmp_path / "out")
+    assert build(corpus, tmp_path / "out", "--workers", "1") == 0
+    assert "is up to date" in capsys.readouterr().err
+    assert file_hashes(tmp_path / "out") == before
+
+
+def test_different_options_refused_unless_overwrite(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, n_files=1, docs_per_file=20)
+    assert build(corpus, tmp_path / "out") == 0
+    assert build(corpus, tmp_path / "out", "--val-fraction", "0.5") == 2
+    err = capsys.readouterr().err
+    assert "different options" in err and "--val-fraction 0.2 then, 0.5 now" in err and "--overwrite" in err
+    assert build(corpus, tmp_path / "out", "--val-fraction", "0.5", "--overwrite") == 0
+    assert shards.load_manifest(tmp_path / "out")["options"]["val_fraction"] == 0.5
+
+
+def test_uint16_overflow_refused_before_any_work(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, n_files=1, docs_per_file=5)
+    rc = main(["--input", str(corpus), "--out", str(tmp_path / "out"), "--vocab-size", "70000", "--quiet"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "does not fit in uint16" in err and "--dtype uint32" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_tokenizer_without_separator_refused(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, n_files=1, docs_per_file=5)
+    tok = Tokenizer.from_str(tk.train_bpe(sample_texts(50), vocab_size=280).to_str())
+    spec = json.loads(tok.to_str())
+    spec["added_tokens"] = []
+    spec["model"]["vocab"] = {k: v for k, v in spec["model"]["vocab"].items() if k != tk.EOT_TOKEN}
+    (tmp_path / "tok.json").write_text(json.dumps(spec))
+    assert build(corpus, tmp_path / "out", "--tokenizer", str(tmp_path / "tok.json")) == 2
+    assert "no <|endoftext|> token" in capsys.readouterr().err
+
+
+def test_given_tokenizer_is_copied_and_used(tmp_path):
+    corpus = tmp_path / "corpus"
+    texts = make_corpus(corpus, n_files=1, docs_per_file=20)
+    tk.save(tk.train_bpe(sample_texts(100, seed=5), vocab_size=290), tmp_path / "tok.json")
+    assert build(corpus, tmp_path / "out", "--tokenizer", str(tmp_path / "tok.json")) == 0
+    m = shards.load_manifest(tmp_path / "out")
+    assert m["tokenizer_sha256"] == tk.fingerprint(tmp_path / "tok.json") and m["vocab_size"] == 290
+    assert m["options"]["vocab_size"] is None
+    assert_nothing_lost(tmp_path / "out", texts)
+
+
+def test_truncated_gzip_stops_with_clear_error_then_skip_bad_files_goes_on(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    texts = make_corpus(corpus, n_files=3, docs_per_file=40)
+    bad = corpus / "part_01.json.gz"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) * 2 // 3])
+    out = tmp_path / "out"
+    assert build(corpus, out) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "truncated" in err and "--skip-bad-files" in err
+    assert not (out / "manifest.json").exists()
+    state = json.loads((out / ".build" / "state.json").read_text())
+    assert state["shards"], "the shards finished before the bad file are recorded"
+    for entry in state["shards"]:
+        assert hashlib.sha256((out / entry["file"]).read_bytes()).hexdigest() == entry["sha256"]
+    assert build(corpus, out, "--skip-bad-files") == 0
+    m = shards.load_manifest(out)
+    status = [x["status"] for x in m["inputs"]]
+    assert status[0] == "ok" and status[2] == "ok" and status[1].startswith("bad: ") and "truncated" in status[1]
+    kept = m["inputs"][1]["documents"]
+    assert 0 < kept < 40
+    # the complete records before the damage are kept; the rest of that file is gone
+    assert_nothing_lost(out, texts[:40 + kept] + texts[80:])
+
+
+def test_skip_bad_files_from_the_start_matches_resumed(tmp_path):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, n_files=3, docs_per_file=40)
+    bad = corpus / "part_01.json.gz"
+    bad.write_bytes(bad.read_bytes()[:300])
+    assert build(corpus, tmp_path / "a", "--skip-bad-files") == 0
+    assert build(corpus, tmp_path / "b") == 2
+    assert build(corpus, tmp_path / "b", "--skip-bad-files") == 0
+    assert file_hashes(tmp_path / "a") == file_hashes(tmp_path / "b")
+
+
+def test_count_and_part_parsing():
+    assert [parse_count(s) for s in ("5e9", "100M", "1.5B", "32k", "1_000", "400")] == [
+        5_000_000_000, 100_000_000, 1_500_000_000, 32_000, 1000, 400]
+    for bad in ("", "abc", "1.5", "-3", "0", "5e-1"):
+        with pytest.raises(OptionError):
+            parse_count(bad)
+    assert parse_part("2/3") == (2, 3)
+    for bad in ("0/3", "4/3", "1", "a/b"):
+        with pytest.raises(OptionError):
+            parse_part(bad)
+    assert [select_part(list(range(7)), f"{i}/3") for i in (1, 2, 3)] == [[0, 3, 6], [1, 4], [2, 5]]
+
+
+def test_shards_are_plain_memmaps(tmp_path):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, n_files=1, docs_per_file=30)
+    assert build(corpus, tmp_path / "out") == 0
+    m = shards.load_manifest(tmp_path / "out")
+    for e in m["shards"]:
+        assert len(np.memmap(tmp_path / "out" / e["file"], dtype=np.uint16, mode="r")) == e["tokens"]

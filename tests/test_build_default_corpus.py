@@ -1,0 +1,31 @@
+"""The build with no --input: the built-in default corpus through the real Dolma reader."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+import shards
+import tokenizer as tk
+from preprocess.cli import main
+from preprocess.default_corpus import default_corpus_dir
+from tests.test_build import assert_nothing_lost
+
+
+@pytest.mark.slow
+def test_default_corpus_build(tmp_path, capsys):
+    out = tmp_path / "data"
+    assert main(["--out", str(out), "--vocab-size", "2000", "--shard-tokens", "300k", "--quiet"]) == 0
+    assert "default corpus" in capsys.readouterr().err
+    m = shards.load_manifest(out)
+    corpus = default_corpus_dir(out)
+    assert [x["kind"] for x in m["inputs"]] == ["jsonl.gz"] * len(m["inputs"]) and len(m["inputs"]) > 1
+    assert all(x["status"] == "ok" and x["path"].startswith(str(corpus)) for x in m["inputs"])
+    good = []
+    for x in m["inputs"]:
+        with gzip.open(x["path"], "rt", encoding="utf-8") as f:
+            good += [tk.repair_surrogates(json.loads(line)["text"])[0] for line in f]
+    assert sum(t["documents"] for t in m["totals"].values()) == len(good) > 1000
+    assert m["totals"]["val"]["documents"] > 0 and len(shards.split_shards(m, "train")) > 1
+    assert_nothing_lost(out, good)
