@@ -1,0 +1,91 @@
+"""Checkpoints: atomic under kill -9, retention, lookup, compiled/plain state dict round trip."""
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from train.checkpoint import (CheckpointError, clean_state_dict, find_checkpoint, load_model, load_model_state,
+                              rng_state, save_checkpoint, unwrap)
+from train.config import Config
+from train.model import GPT, ModelConfig
+
+CFG = ModelConfig(vocab_size=50, seq_len=8, n_layers=1, d_model=16, n_heads=2)
+
+
+def save(run, step, model, is_best=False, keep=2):
+    opt = torch.optim.AdamW(model.parameters())
+    config = Config(model=model.cfg).to_dict()
+    return save_checkpoint(run, step, model, opt, None, {"step": step}, config, [rng_state()], keep, is_best)
+
+
+def test_keeps_last_k_and_best_and_finds_them(tmp_path):
+    model = GPT(CFG)
+    with pytest.raises(CheckpointError, match="has no complete checkpoint"):
+        find_checkpoint(tmp_path)
+    for step in range(1, 6):
+        save(tmp_path, step, model, is_best=step == 2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["best", "latest", "step_00000002", "step_00000004", "step_00000005"]
+    assert find_checkpoint(tmp_path).name == "step_00000005"
+    assert find_checkpoint(tmp_path, "best").name == "step_00000002"
+    assert find_checkpoint(tmp_path / "checkpoints" / "step_00000004").name == "step_00000004"
+    shutil.copyfile(__file__, tmp_path / "tokenizer.json")  # load_model only needs the path to exist
+    loaded, cfg, tok = load_model(tmp_path, which="latest")
+    assert cfg == CFG and tok == tmp_path / "tokenizer.json"
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+
+
+def test_compiled_state_dict_loads_into_plain_model_and_back(tmp_path):
+    torch.manual_seed(0)
+    plain = GPT(CFG)
+    compiled = torch.compile(GPT(CFG))  # a real OptimizedModule; it is never run, so nothing compiles
+    keys = list(compiled.state_dict())
+    assert keys and all(k.startswith("_orig_mod.") for k in keys)
+    load_model_state(plain, compiled.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), unwrap(compiled).state_dict().values()))
+    torch.manual_seed(1)
+    other = GPT(CFG)
+    load_model_state(compiled, other.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), unwrap(compiled).state_dict().values()))
+    path = save(tmp_path, 1, compiled)
+    assert set(load_file(str(path / "model.safetensors"))) == set(other.state_dict())
+    assert clean_state_dict({"module._orig_mod.a": 1}) == {"a": 1}
+
+
+SAVER = textwrap.dedent("""
+    import sys, torch
+    from train.checkpoint import rng_state, save_checkpoint
+    from train.config import Config
+    from train.model import GPT, ModelConfig
+    cfg = ModelConfig(vocab_size=4096, seq_len=64, n_layers=4, d_model=384, n_heads=4)  # ~9M params, 36 MB
+    model = GPT(cfg)
+    opt = torch.optim.AdamW(model.parameters())
+    for step in range(1, 10_000):
+        with torch.no_grad():
+            model.tok_emb.weight[0, 0] = step  # each checkpoint identifies itself
+        save_checkpoint(sys.argv[1], step, model, opt, None, {"step": step}, Config(model=cfg).to_dict(),
+                        [rng_state()], 2, False)
+        print(step, flush=True)
+""")
+
+
+@pytest.mark.slow
+def test_kill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path):
+    shutil.copyfile(__file__, tmp_path / "tokenizer.json")
+    for delay in (0.05, 0.13, 0.29):
+        proc = subprocess.Popen([sys.executable, "-c", SAVER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        proc.stdout.readline()  # a first checkpoint is complete
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+        ckpt = find_checkpoint(tmp_path)
+        model, _, _ = load_model(ckpt)
+        assert model.tok_emb.weight[0, 0].item() == int(ckpt.name[len("step_"):])
+        for name in ("trainer_state.pt", "rng.pt"):
+            torch.load(ckpt / name, weights_only=True)

@@ -1,0 +1,94 @@
+"""The GPT model: shapes, weight tying, initial loss, KV-cache decoding, options."""
+import math
+
+import pytest
+import torch
+
+from train.model import GPT, ModelConfig
+
+
+def tiny(**kw) -> ModelConfig:
+    base = dict(vocab_size=97, seq_len=16, n_layers=2, d_model=32, n_heads=4)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+@pytest.mark.parametrize("opts", [{}, {"rope": True}, {"swiglu": True, "rmsnorm": True, "bias": False},
+                                  {"grad_checkpointing": True, "dropout": 0.1}])
+def test_shapes_and_backward(opts):
+    torch.manual_seed(0)
+    model = GPT(tiny(**opts))
+    idx = torch.randint(0, 97, (3, 16))
+    logits, loss = model(idx, idx)
+    assert logits.shape == (3, 16, 97)
+    assert loss.shape == ()
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    logits, loss = model(idx[:, :5])
+    assert logits.shape == (3, 5, 97) and loss is None
+
+
+def test_weight_tying_output_is_the_embedding():
+    model = GPT(tiny())
+    names = [n for n, _ in model.named_parameters()]
+    assert not any("lm_head" in n for n in names)
+    assert sum(p.numel() for p in model.parameters()) == model.num_params(non_embedding=False)
+    with torch.no_grad():
+        model.tok_emb.weight[5].fill_(0.0)
+    logits, _ = model(torch.zeros(1, 4, dtype=torch.long))
+    assert torch.equal(logits[0, :, 5], torch.zeros(4))  # the output row of token 5 is its embedding row
+
+
+def test_untrained_loss_is_ln_vocab():
+    torch.manual_seed(0)
+    model = GPT(tiny(vocab_size=1000, d_model=64))
+    idx = torch.randint(0, 1000, (4, 16))
+    _, loss = model(idx, torch.randint(0, 1000, (4, 16)))
+    assert abs(loss.item() - math.log(1000)) < 0.1
+
+
+def test_too_long_input_is_refused():
+    model = GPT(tiny())
+    with pytest.raises(ValueError, match="crop the input"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+@pytest.mark.parametrize("rope", [False, True])
+def test_greedy_decode_with_and_without_kv_cache_agree(rope):
+    torch.manual_seed(0)
+    model = GPT(tiny(rope=rope)).eval()
+    prompt = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+
+    with torch.no_grad():
+        full = prompt
+        for _ in range(10):
+            logits, _ = model(full)
+            full = torch.cat([full, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+
+        cache = model.new_kv_cache(batch_size=2, max_len=16)
+        logits, _ = model(prompt, kv_cache=cache, start_pos=0)
+        cached, pos = prompt, prompt.shape[1]
+        for _ in range(10):
+            nxt = logits[:, -1].argmax(-1, keepdim=True)
+            cached = torch.cat([cached, nxt], dim=1)
+            logits, _ = model(nxt, kv_cache=cache, start_pos=pos)
+            pos += 1
+    assert cached.tolist() == full.tolist()
+
+
+def test_cached_chunk_logits_match_full_forward():
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    idx = torch.randint(0, 97, (2, 12))
+    with torch.no_grad():
+        full, _ = model(idx)
+        cache = model.new_kv_cache(2, 12)
+        a, _ = model(idx[:, :7], kv_cache=cache, start_pos=0)
+        b, _ = model(idx[:, 7:], kv_cache=cache, start_pos=7)
+    torch.testing.assert_close(torch.cat([a, b], dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_flops_per_token():
+    model = GPT(tiny())
+    c = model.cfg
+    assert model.estimate_flops_per_token() == 6 * model.num_params() + 12 * c.n_layers * c.d_model * c.seq_len

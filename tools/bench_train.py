@@ -1,0 +1,175 @@
+"""Benchmark the trainer against a bare training loop, and the loader alone.
+
+Prints one table:
+
+* trainer tokens/s (``train.trainer.train``: loader thread, logging, bookkeeping) against a bare loop
+  of forward, backward, clip and optimizer step on one batch already in memory, same model, batch and
+  precision; the ratio is the share of time the trainer spends training (target >= 95%);
+* the loader alone on one CPU core, tokens/s from the memmap to an int64 batch: the vectorized
+  gather the trainer uses against a per-window Python loop like nanoGPT's ``get_batch`` (target
+  >= 200M tokens/s), and the full threaded ``Loader.next_batch``;
+* MFU of both loops on CUDA.
+
+Without ``--data`` it writes a synthetic dataset (random tokens) to a temporary directory. The
+default config is small enough for about a minute on a 2-core CPU; for the GPU figure use
+``--config 75m_dolma --set training.precision=bf16 --set training.compile=true``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import shards
+from train.config import load_config
+from train.loader import Loader, TokenWindows
+from train.model import GPT, peak_flops
+from train.trainer import Dist, build_optimizer, resolve_device, resolve_precision, train
+
+CPU_DEFAULTS = ["model.seq_len=128", "model.n_layers=2", "model.d_model=128", "model.n_heads=4",
+                "training.batch_size=8"]
+
+
+def synthetic_dataset(directory: Path, n_tokens: int, vocab_size: int) -> Path:
+    """A dataset directory of random tokens, one train and one val shard (enough for the benchmark)."""
+    rng = np.random.default_rng(0)
+    entries = []
+    for split, n in (("train", n_tokens), ("val", max(n_tokens // 100, 20_000))):
+        tokens = rng.integers(1, vocab_size, n, dtype=np.uint16 if vocab_size <= 65536 else np.uint32)
+        tokens[::1000] = 0  # a separator every 1000 tokens
+        entries.append(shards.write_shard(directory, split, 0, tokens, np.arange(0, n, 1000)))
+    (directory / shards.TOKENIZER_NAME).write_text("{}", encoding="utf-8")  # copied by the trainer, never parsed
+    shards.write_manifest(directory, {
+        "format_version": shards.FORMAT_VERSION, "dtype": "uint16" if vocab_size <= 65536 else "uint32",
+        "vocab_size": vocab_size, "eot_id": 0, "tokenizer_sha256": "synthetic", "shards": entries,
+        "totals": {}, "inputs": [], "skipped": {}, "options": {"synthetic": True}})
+    return directory
+
+
+def bare_loop(cfg, device, precision, warmup: int, steps: int) -> float:
+    """tokens/s of forward + backward + clip + AdamW step on a fixed in-memory batch."""
+    torch.manual_seed(0)
+    model = GPT(cfg.model).to(device)
+    optimizer = build_optimizer(model, cfg, device)
+    run_model = torch.compile(model) if cfg.training.compile else model
+    t = cfg.training
+    x = torch.randint(0, cfg.model.vocab_size, (t.batch_size, cfg.model.seq_len), device=device)
+    y = torch.randint(0, cfg.model.vocab_size, (t.batch_size, cfg.model.seq_len), device=device)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync(device)
+            start = time.perf_counter()
+        for _ in range(t.grad_accum_steps):
+            with autocast:
+                _, loss = run_model(x, y)
+            (loss / t.grad_accum_steps).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    sync(device)
+    return steps * t.grad_accum_steps * t.batch_size * cfg.model.seq_len / (time.perf_counter() - start)
+
+
+def trainer_loop(cfg, data: Path, warmup: int, steps: int) -> float:
+    """tokens/s of train() over ``steps`` steps after ``warmup`` (from its metrics.jsonl)."""
+    cfg.training.max_steps = warmup + steps
+    cfg.training.log_interval = warmup
+    cfg.training.eval_interval = 0
+    cfg.training.checkpoint_interval = 10 ** 9
+    with tempfile.TemporaryDirectory() as run:
+        with contextlib.redirect_stdout(io.StringIO()):
+            train(cfg, data, Path(run) / "run")
+        records = [json.loads(line) for line in (Path(run) / "run" / "metrics.jsonl").read_text().splitlines()]
+    timed = [r for r in records if r["type"] == "train" and r["step"] > warmup]
+    return sum(r["tokens_per_s"] for r in timed) / len(timed)
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def loader_rates(data: Path, seq_len: int, batch_size: int, seconds: float = 3.0) -> dict[str, float]:
+    """tokens/s (batch_size * (seq_len + 1) per batch) of three ways of building a batch on this thread."""
+    torch.set_num_threads(1)
+    manifest = shards.load_manifest(data)
+    windows = TokenWindows(data, manifest, "train", seq_len)
+    data_mm = windows.tokens[0]
+    rng = np.random.default_rng(0)
+    out = np.empty((batch_size, seq_len + 1), dtype=np.int64)
+
+    def vectorized():
+        windows.gather(rng.integers(0, windows.n_windows, batch_size), out)
+
+    def python_loop():  # nanoGPT's get_batch: one slice, astype and from_numpy per window, then stack
+        ix = rng.integers(0, len(data_mm) - seq_len - 1, batch_size)
+        torch.stack([torch.from_numpy(data_mm[i: i + seq_len + 1].astype(np.int64)) for i in ix])
+
+    loader = Loader(data, manifest, seq_len, batch_size, seed=0, prefetch=4)
+    rates = {}
+    for name, fn in (("vectorized gather", vectorized), ("per-window Python loop", python_loop),
+                     ("Loader.next_batch (thread)", loader.next_batch)):
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for _ in range(100):
+                fn()
+            n += 100
+        rates[name] = n * batch_size * (seq_len + 1) / (time.perf_counter() - start)
+    loader.close()
+    return rates
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, help="dataset directory (default: synthetic random tokens)")
+    p.add_argument("--config", default="demo", help="preset or JSON file (default: demo, shrunk for CPU)")
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps (compile, allocator)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
+    p.add_argument("--vocab-size", type=int, default=8192, help="vocabulary of the synthetic dataset")
+    args = p.parse_args(argv)
+
+    overrides = (CPU_DEFAULTS if args.config == "demo" else []) + args.overrides
+    cfg = load_config(args.config, overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data or synthetic_dataset(Path(tmp), 4_000_000, args.vocab_size)
+        cfg.model.vocab_size = shards.load_manifest(data)["vocab_size"]
+        device = resolve_device(cfg.training.device, Dist())
+        precision = resolve_precision(cfg.training.precision, device)
+        threads = torch.get_num_threads()
+        bare = bare_loop(cfg, device, precision, args.warmup, args.steps)
+        trainer = trainer_loop(load_config(args.config, overrides), data, args.warmup, args.steps)
+        torch.set_num_threads(threads)
+        rates = loader_rates(data, cfg.model.seq_len, cfg.training.batch_size)
+
+    m, t = cfg.model, cfg.training
+    flops = GPT(m).estimate_flops_per_token() if device.type == "cuda" else None
+    peak = peak_flops(device, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32))
+    print(f"bench_train: {args.config} ({m.n_layers} layers, d_model {m.d_model}, seq_len {m.seq_len}, "
+          f"batch {t.batch_size} x accumulation {t.grad_accum_steps}, vocab {m.vocab_size}), {device}, {precision}, "
+          f"compile={t.compile}, {threads} threads, {args.steps} timed steps after {args.warmup}")
+    print(f"{'measurement':<34}{'tokens/s':>16}{'':>4}note")
+    mfu = (lambda r: f"MFU {100 * flops * r / peak:.1f}%") if flops and peak else (lambda r: "")
+    print(f"{'bare fwd/bwd/step loop':<34}{bare:>16,.0f}    {mfu(bare)}")
+    print(f"{'trainer (train())':<34}{trainer:>16,.0f}    {100 * trainer / bare:.1f}% of bare {mfu(trainer)}")
+    base = rates["per-window Python loop"]
+    for name, rate in rates.items():
+        note = f"{rate / base:.1f}x the Python loop" if name != "per-window Python loop" else "nanoGPT get_batch"
+        print(f"{'loader: ' + name:<34}{rate:>16,.0f}    {note}")
+    if not math.isfinite(trainer):
+        raise SystemExit("the trainer produced no timed log records; raise --steps")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""``python -m train``: train a GPT on a dataset directory; see ``--help``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from shards import DatasetError
+from train.checkpoint import CheckpointError
+from train.config import ConfigError, load_config, preset_names
+from train.trainer import TrainingError, train
+
+EPILOG = """\
+examples:
+  python -m train --data data/demo --out runs/demo --config demo
+  python -m train --data data/dolma --out runs/75m --config 75m_dolma --set training.lr=3e-4
+  torchrun --nproc_per_node 8 -m train --data data/dolma --out runs/75m --config 75m_dolma
+  python -m train --data data/demo --out runs/demo --config demo --dry-run
+
+Re-running into a run directory that holds a checkpoint continues from its newest complete one;
+SIGINT/SIGTERM save a checkpoint and exit. Keys other programs rely on: training.max_steps,
+training.batch_size, training.grad_accum_steps, training.lr, training.eval_interval,
+training.checkpoint_interval, training.log_interval, training.seed, training.device (auto, cpu, cuda),
+training.precision (auto, fp32, bf16, fp16), model.seq_len, model.n_layers, model.d_model,
+model.n_heads, model.dropout. model.vocab_size comes from the dataset manifest.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train", description="Train a GPT on a dataset directory of "
+                                "memmapped token shards (written by `python -m preprocess`).",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="dataset directory (manifest.json, tokenizer.json, *.bin)")
+    p.add_argument("--out", required=True, help="run directory: config.json, metrics.jsonl, checkpoints/")
+    p.add_argument("--config", default=None, metavar="NAME|FILE",
+                   help=f"a preset ({', '.join(preset_names())}) or a JSON file; default: built-in defaults")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                   help="override one config key, e.g. --set training.lr=3e-4 (repeatable; unknown keys are errors)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest complete checkpoint in --out (also done without this flag "
+                        "when one exists; with it, its absence is reported)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config, parameter count, tokens per step, steps, a memory estimate, "
+                        "check the data, and train nothing")
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        train(cfg, args.data, args.out, resume=args.resume, dry_run=args.dry_run)
+    except (ConfigError, DatasetError, CheckpointError, TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

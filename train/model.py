@@ -1,0 +1,267 @@
+"""A GPT-style decoder in one file, readable top to bottom (after nanoGPT's ``model.py``).
+
+Token embeddings (+ learned position embeddings unless ``rope``), ``n_layers`` pre-norm blocks of
+causal self-attention (``F.scaled_dot_product_attention``) and an MLP, a final norm, and an output
+layer tied to the token embedding. Options, all off by default, are branches in this file: RoPE,
+SwiGLU, RMSNorm, gradient checkpointing.
+
+API
+---
+Training::
+
+    model = GPT(ModelConfig(vocab_size=8192, seq_len=256, n_layers=4, d_model=256, n_heads=4))
+    logits, loss = model(idx, targets)          # idx, targets: (B, T) int64 -> logits (B, T, vocab_size)
+    logits, _ = model(idx)                      # loss is None without targets
+
+Incremental decoding with a KV cache (what ``train/generate.py`` uses)::
+
+    cache = model.new_kv_cache(batch_size=B, max_len=L, device=..., dtype=...)   # L <= seq_len
+    logits, _ = model(prompt, kv_cache=cache, start_pos=0)          # prompt: (B, T0), fills rows 0..T0-1
+    logits, _ = model(next_tok, kv_cache=cache, start_pos=T0)       # next_tok: (B, 1), and so on
+
+``start_pos`` is the absolute position of ``idx[:, 0]``; the cache holds keys and values of positions
+``0 .. start_pos + T - 1`` afterwards. Positions must stay below ``seq_len`` (the model never saw
+later ones). Greedy decoding with and without the cache gives the same tokens (tests/test_model.py).
+
+Cost: :meth:`GPT.estimate_flops_per_token` (forward + backward) and :func:`mfu`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 0        # from the dataset manifest; 0 until the trainer fills it in
+    seq_len: int = 256         # context length in tokens
+    n_layers: int = 4
+    d_model: int = 256
+    n_heads: int = 4
+    dropout: float = 0.0
+    bias: bool = True          # biases in linear layers and norms
+    rope: bool = False         # rotary position embeddings instead of learned absolute ones
+    rope_theta: float = 10000.0
+    swiglu: bool = False       # SwiGLU MLP (hidden 8/3 * d_model, rounded up to a multiple of 64) instead of GELU 4x
+    rmsnorm: bool = False      # RMSNorm instead of LayerNorm
+    grad_checkpointing: bool = False  # recompute each block in backward: less activation memory, ~1/3 more compute
+
+    def validate(self) -> None:
+        if self.vocab_size <= 0:
+            raise ValueError("model.vocab_size must be positive (the trainer takes it from the dataset manifest)")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+        if self.rope and (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"RoPE needs an even head size; d_model / n_heads = {self.d_model // self.n_heads}")
+
+
+class KVCache:
+    """Keys and values of every layer for positions 0..max_len-1: each (n_layers, B, n_heads, max_len, head_dim)."""
+
+    def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int, device=None, dtype=torch.float32):
+        if max_len > cfg.seq_len:
+            raise ValueError(f"a KV cache of {max_len} positions exceeds the model's seq_len {cfg.seq_len}")
+        shape = (cfg.n_layers, batch_size, cfg.n_heads, max_len, cfg.d_model // cfg.n_heads)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_len = max_len
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        norm = x.float().pow(2).mean(-1, keepdim=True).add(self.eps).rsqrt()
+        return (x.float() * norm).type_as(x) * self.weight
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    return RMSNorm(cfg.d_model) if cfg.rmsnorm else nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+
+
+def rope_tables(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (seq_len, head_dim / 2) for rotary embeddings."""
+    head_dim = cfg.d_model // cfg.n_heads
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(cfg.seq_len, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[..., :h/2], x[..., h/2:]) of x: (B, n_heads, T, head_dim) by the angles of its positions."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    cos, sin = cos[None, None], sin[None, None]  # (1, 1, T, head_dim / 2)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.proj.is_residual = True  # scaled at init by depth
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, rope=None, kv_cache=None, layer=0, start_pos=0):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        dropout = self.dropout if self.training else 0.0
+        if kv_cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:
+            end = start_pos + T
+            kv_cache.k[layer, :B, :, start_pos:end] = k
+            kv_cache.v[layer, :B, :, start_pos:end] = v
+            k, v = kv_cache.k[layer, :B, :, :end], kv_cache.v[layer, :B, :, :end]  # (B, nh, end, hd)
+            # query i sits at absolute position start_pos + i and may see keys 0..start_pos + i
+            mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=start_pos)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.swiglu = cfg.swiglu
+        if cfg.swiglu:
+            hidden = 64 * math.ceil(8 * cfg.d_model / 3 / 64)  # same parameter count as GELU 4x, rounded
+            self.fc = nn.Linear(cfg.d_model, 2 * hidden, bias=cfg.bias)  # gate and value in one matmul
+        else:
+            hidden = 4 * cfg.d_model
+            self.fc = nn.Linear(cfg.d_model, hidden, bias=cfg.bias)
+        self.proj = nn.Linear(hidden, cfg.d_model, bias=cfg.bias)
+        self.proj.is_residual = True
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        h = self.fc(x)
+        if self.swiglu:
+            gate, value = h.chunk(2, dim=-1)
+            h = F.silu(gate) * value
+        else:
+            h = F.gelu(h, approximate="tanh")
+        return self.dropout(self.proj(h))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1 = make_norm(cfg)
+        self.attn = CausalSelfAttention(cfg)
+        self.norm2 = make_norm(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, rope=None, kv_cache=None, layer=0, start_pos=0):
+        x = x + self.attn(self.norm1(x), rope, kv_cache, layer, start_pos)
+        return x + self.mlp(self.norm2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_emb = None if cfg.rope else nn.Embedding(cfg.seq_len, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = make_norm(cfg)
+        # The output layer is the token embedding itself (weight tying): F.linear(x, tok_emb.weight).
+        # There is no separate lm_head parameter, so state dicts and safetensors hold the matrix once.
+        if cfg.rope:
+            cos, sin = rope_tables(cfg)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # GPT-2: N(0, 0.02); projections into the residual stream scaled by 1/sqrt(2 * n_layers)
+        # so the stream's variance does not grow with depth.
+        if isinstance(module, nn.Linear):
+            std = 0.02 / math.sqrt(2 * self.cfg.n_layers) if getattr(module, "is_residual", False) else 0.02
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; without the position embedding when ``non_embedding`` (the token embedding
+        is counted once either way: it is also the output layer, whose matmul is real compute)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and self.pos_emb is not None:
+            n -= self.pos_emb.weight.numel()
+        return n
+
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None, device=None,
+                     dtype: torch.dtype | None = None) -> KVCache:
+        """An empty cache for ``batch_size`` sequences of up to ``max_len`` (default seq_len) positions."""
+        param = self.tok_emb.weight
+        return KVCache(self.cfg, batch_size, max_len or self.cfg.seq_len, device or param.device, dtype or param.dtype)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                start_pos: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx: (B, T) token ids -> (logits (B, T, vocab_size), mean cross-entropy over targets or None)."""
+        B, T = idx.shape
+        end = start_pos + T
+        limit = kv_cache.max_len if kv_cache is not None else self.cfg.seq_len
+        if end > limit:
+            raise ValueError(f"positions {start_pos}..{end - 1} exceed the {'KV cache' if kv_cache else 'model'} "
+                             f"length {limit}; crop the input to the last {limit - start_pos} tokens")
+        x = self.tok_emb(idx)  # (B, T, C)
+        rope = None
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(start_pos, end, device=idx.device))
+        else:
+            rope = (self.rope_cos[start_pos:end], self.rope_sin[start_pos:end])
+        x = self.drop(x)
+        for layer, block in enumerate(self.blocks):
+            if self.cfg.grad_checkpointing and self.training and kv_cache is None:
+                x = checkpoint(block, x, rope, use_reentrant=False)
+            else:
+                x = block(x, rope, kv_cache, layer, start_pos)
+        x = self.norm(x)
+        logits = F.linear(x, self.tok_emb.weight)  # (B, T, vocab_size)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    def estimate_flops_per_token(self) -> float:
+        """FLOPs of one training token (forward + backward): 6 per parameter that multiplies activations,
+        plus attention scores and weighted values, 12 * n_layers * d_model * seq_len (PaLM appendix B)."""
+        c = self.cfg
+        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layers * c.d_model * c.seq_len
+
+
+def mfu(flops_per_token: float, tokens_per_s: float, peak_flops: float) -> float:
+    """Model FLOPs utilisation: achieved FLOP/s over the accelerator's peak (e.g. 989e12 for H100 bf16 dense)."""
+    return flops_per_token * tokens_per_s / peak_flops
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
+    """Dense peak FLOP/s of known CUDA GPUs for ``dtype`` (bf16/fp16 tensor cores, else TF32), or None."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    half = dtype in (torch.bfloat16, torch.float16)
+    table = {"H200": (989e12, 494e12), "H100": (989e12, 494e12), "A100": (312e12, 156e12),
+             "L4": (121e12, 60e12), "A10": (125e12, 62e12), "4090": (165e12, 82e12)}
+    for key, (half_peak, tf32_peak) in table.items():
+        if key in name:
+            return half_peak if half else tf32_peak
+    return None
