@@ -1,0 +1,307 @@
+"""Evaluate a trained run on a dataset: loss, perplexity, accuracy, generation quality, inference speed.
+
+    python -m train.evaluate runs/demo --data data/demo
+    python -m train.evaluate runs/demo --data data/demo --prompts prompts.txt --json > report.json
+    python -m train.evaluate runs/demo --data data/demo --max-windows 200 --no-speed
+
+Loss is measured on the val split, cut into the training loader's windows (``seq_len + 1`` tokens
+every ``seq_len``), so every val token but a shard's first is predicted once; ``--max-windows`` takes
+that many evenly spread windows instead of all. The dataset must have been encoded with the run's
+tokenizer (same fingerprint); any other is refused. Generation quality is measured on ``--prompts``
+(default: the opening tokens of a few val documents); inference speed with random token ids.
+
+Python API::
+
+    model, model_config, tokenizer_path = train.checkpoint.load_model("runs/demo")
+    ev = LLMEvaluator(model, tokenizer_path)
+    ev.calculate_perplexity("data/demo")                      # loss, perplexity, top-1/top-5 accuracy
+    ev.evaluate_generation_quality(["Once upon", "The"])      # distinct-1/2, repetition rate, mean length
+    ev.comprehensive_evaluation("data/demo")                  # all of it, one JSON-able dict
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+
+import shards
+import tokenizer as tk
+from train.checkpoint import CheckpointError, find_checkpoint, load_model, read_state
+from train.generate import generate_ids, pick_device, read_prompts
+from train.loader import ValWindows
+from train.model import GPT
+
+
+class EvaluationError(Exception):
+    """A dataset or option the evaluation cannot use; the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# generation quality: pure functions of token id sequences
+
+def ngrams(seq: list[int], n: int) -> list[tuple[int, ...]]:
+    return [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
+
+
+def distinct_n(seqs: list[list[int]], n: int) -> float | None:
+    """distinct-n (Li et al., 2016): distinct n-grams over all n-grams, pooled over every sequence."""
+    grams = [g for s in seqs for g in ngrams(s, n)]
+    return len(set(grams)) / len(grams) if grams else None
+
+
+def repetition_rate(seqs: list[list[int]], n: int = 4) -> float | None:
+    """Share of n-grams that repeat an n-gram seen earlier in the same sequence (rep-n of Welleck et
+    al., 2019, pooled): 0 for text that never repeats itself, near 1 for a loop."""
+    total = repeated = 0
+    for s in seqs:
+        grams = ngrams(s, n)
+        total += len(grams)
+        repeated += len(grams) - len(set(grams))
+    return repeated / total if total else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# speed
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def measure_decode(model: GPT, batch_size: int, context_len: int, new_tokens: int, use_kv_cache: bool,
+                   seed: int = 0) -> dict:
+    """Time greedy decoding of ``new_tokens`` after a random ``context_len``-token context.
+
+    Returns prefill seconds (the context's one forward pass; cached path only) and decode seconds
+    (the ``new_tokens`` steps: one position each with the cache, the whole growing context without).
+    """
+    if context_len + new_tokens > model.cfg.seq_len:
+        raise EvaluationError(f"context {context_len} + {new_tokens} new tokens exceeds seq_len {model.cfg.seq_len}")
+    device = model.tok_emb.weight.device
+    g = torch.Generator().manual_seed(seed)
+    ctx = torch.randint(0, model.cfg.vocab_size, (batch_size, context_len), generator=g).to(device)
+    prefill = None
+    _sync(device)
+    if use_kv_cache:
+        cache = model.new_kv_cache(batch_size, context_len + new_tokens)
+        start = time.perf_counter()
+        logits, _ = model(ctx, kv_cache=cache, start_pos=0)
+        _sync(device)
+        prefill = time.perf_counter() - start
+        start = time.perf_counter()
+        for i in range(new_tokens):
+            nxt = logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
+            logits, _ = model(nxt, kv_cache=cache, start_pos=context_len + i)
+    else:
+        start = time.perf_counter()
+        for _ in range(new_tokens):
+            logits, _ = model(ctx)
+            ctx = torch.cat([ctx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    _sync(device)
+    return {"prefill_s": prefill, "decode_s": time.perf_counter() - start}
+
+
+def best_of(repeats: int, **kwargs) -> dict:
+    """The fastest of ``repeats`` runs of :func:`measure_decode` (least disturbed by other work)."""
+    runs = [measure_decode(**kwargs) for _ in range(repeats)]
+    return {key: min(r[key] for r in runs) if runs[0][key] is not None else None for key in runs[0]}
+
+
+def speed_table(model: GPT, batch_sizes=(1, 4), context_lens=None, new_tokens: int = 16, repeats: int = 3) -> list[dict]:
+    """Prefill and decode tokens/s, with and without the KV cache, for each batch size and context
+    (best of ``repeats``)."""
+    seq_len = model.cfg.seq_len
+    new_tokens = min(new_tokens, seq_len // 2)
+    if context_lens is None:
+        context_lens = sorted({max(1, seq_len // 8), seq_len - new_tokens})
+    measure_decode(model, 1, min(8, seq_len - new_tokens), 2, True)  # warm-up: first calls allocate
+    rows = []
+    for b in batch_sizes:
+        for t in context_lens:
+            shape = dict(model=model, batch_size=b, context_len=t, new_tokens=new_tokens)
+            cached = best_of(repeats, use_kv_cache=True, **shape)
+            plain = best_of(repeats, use_kv_cache=False, **shape)
+            rows.append({
+                "batch_size": b, "context": t, "new_tokens": new_tokens,
+                "prefill_tokens_per_s": b * t / cached["prefill_s"],
+                "decode_tokens_per_s_kv_cache": b * new_tokens / cached["decode_s"],
+                "decode_tokens_per_s_no_cache": b * new_tokens / plain["decode_s"],
+                "kv_cache_speedup": plain["decode_s"] / cached["decode_s"],
+            })
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# the evaluator
+
+class LLMEvaluator:
+    """Evaluations of one model. ``tokenizer``: a ``tokenizers.Tokenizer`` or a tokenizer.json path."""
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer | str | Path, device: str | torch.device | None = None):
+        self.tok = tokenizer if isinstance(tokenizer, Tokenizer) else tk.load(tokenizer)
+        self.tokenizer_sha256 = tk.fingerprint_text(self.tok.to_str())
+        self.eot_id = tk.eot_id(self.tok)
+        self.device = torch.device(device) if device else model.tok_emb.weight.device
+        self.model = model.to(self.device).eval()
+
+    def check_dataset(self, data_dir: str | Path) -> dict:
+        """The dataset's manifest, if its tokenizer is this model's; otherwise an EvaluationError."""
+        manifest = shards.load_manifest(data_dir)
+        if manifest["tokenizer_sha256"] != self.tokenizer_sha256:
+            raise EvaluationError(
+                f"{data_dir} was encoded with tokenizer {manifest['tokenizer_sha256'][:16]}…, but the model's "
+                f"tokenizer is {self.tokenizer_sha256[:16]}…; token ids would mean different things. Evaluate "
+                f"on a dataset built with the run's tokenizer.json (python -m preprocess --tokenizer RUN/tokenizer.json)")
+        return manifest
+
+    @torch.inference_mode()
+    def calculate_perplexity(self, data_dir: str | Path, max_windows: int | None = None, batch_size: int = 8) -> dict:
+        """Mean next-token loss (nats), perplexity = exp(loss), and top-1/top-5 accuracy over the val
+        windows (all of them, or ``max_windows`` evenly spread)."""
+        manifest = self.check_dataset(data_dir)
+        seq_len = self.model.cfg.seq_len
+        windows = ValWindows(data_dir, manifest, seq_len, max_windows or sys.maxsize)
+        if len(windows) == 0:
+            raise EvaluationError(f"the val split of {data_dir} has no window of seq_len + 1 = {seq_len + 1} "
+                                  f"tokens; build the dataset with more val documents")
+        nll, top1, top5, n = 0.0, 0, 0, 0
+        for x, y in windows.batches(batch_size, self.device):
+            logits, _ = self.model(x)  # (B, T, V)
+            nll += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
+            top = logits.topk(min(5, logits.size(-1)), dim=-1).indices  # (B, T, 5)
+            top1 += (top[..., 0] == y).sum().item()
+            top5 += (top == y[..., None]).any(-1).sum().item()
+            n += y.numel()
+        loss = nll / n
+        return {"loss": loss, "perplexity": math.exp(min(loss, 700)), "top1_accuracy": top1 / n,
+                "top5_accuracy": top5 / n, "tokens": n, "windows": len(windows), "seq_len": seq_len}
+
+    def evaluate_generation_quality(self, prompts: list[str], max_new_tokens: int = 64, temperature: float = 0.8,
+                                    top_k: int | None = 50, top_p: float | None = None,
+                                    repetition_penalty: float = 1.0, seed: int = 0) -> dict:
+        """Sample a completion per prompt and measure it on token ids: distinct-1/2, rep-4
+        repetition rate, mean length, and how often the model ended the document itself."""
+        if not prompts:
+            raise EvaluationError("no prompts to evaluate generation on")
+        encoder = tk.Encoder(self.tok, "hf")
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        seqs, stopped = [], 0
+        for p in prompts:
+            ids = torch.tensor([[self.eot_id] + encoder.encode(p)], device=self.device)
+            new, reasons = generate_ids(self.model, ids, max_new_tokens, eot_id=self.eot_id, temperature=temperature,
+                                        top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, generator=g)
+            seqs.append(new[0])
+            stopped += reasons[0] == "eot"
+        return {"prompts": len(prompts), "distinct_1": distinct_n(seqs, 1), "distinct_2": distinct_n(seqs, 2),
+                "repetition_rate": repetition_rate(seqs, 4), "mean_length": sum(map(len, seqs)) / len(seqs),
+                "ended_document_share": stopped / len(seqs),
+                "settings": {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k,
+                             "top_p": top_p, "repetition_penalty": repetition_penalty, "seed": seed},
+                "samples": [{"prompt": p, "completion": self.tok.decode(s)} for p, s in zip(prompts[:3], seqs)]}
+
+    def default_prompts(self, data_dir: str | Path, n: int = 8, prompt_tokens: int = 8) -> list[str]:
+        """The first ``prompt_tokens`` tokens of ``n`` val documents, as text."""
+        manifest = shards.load_manifest(data_dir)
+        prompts = []
+        for entry in shards.split_shards(manifest, "val"):
+            for doc in shards.iter_documents(data_dir, entry, manifest["dtype"]):
+                if len(prompts) == n:
+                    return prompts
+                if len(doc) > prompt_tokens:
+                    prompts.append(self.tok.decode(doc[:prompt_tokens].tolist()))
+        return prompts
+
+    def comprehensive_evaluation(self, data_dir: str | Path, prompts: list[str] | None = None,
+                                 max_windows: int | None = None, batch_size: int = 8, max_new_tokens: int = 64,
+                                 speed: bool = True, seed: int = 0) -> dict:
+        """Everything in one JSON-able report."""
+        report = {"dataset": str(data_dir), "tokenizer_sha256": self.tokenizer_sha256, "device": str(self.device),
+                  "parameters": self.model.num_params(), "seq_len": self.model.cfg.seq_len}
+        report["perplexity"] = self.calculate_perplexity(data_dir, max_windows, batch_size)
+        prompts = prompts if prompts is not None else self.default_prompts(data_dir)
+        report["generation"] = self.evaluate_generation_quality(prompts, max_new_tokens, seed=seed)
+        if speed:
+            report["speed"] = speed_table(self.model)
+        return report
+
+
+# ---------------------------------------------------------------------------------------------------
+# command line
+
+def print_report(r: dict) -> None:
+    p, g = r["perplexity"], r["generation"]
+    print(f"checkpoint {r['checkpoint']} (step {r.get('step', '?')}) on {r['dataset']} · {r['device']} · "
+          f"{r['parameters']:,} parameters")
+    print(f"  val loss {p['loss']:.4f} nats/token · perplexity {p['perplexity']:.2f} · top-1 {p['top1_accuracy']:.2%} · "
+          f"top-5 {p['top5_accuracy']:.2%}  ({p['tokens']:,} tokens in {p['windows']:,} windows of {p['seq_len']})")
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"  generation on {g['prompts']} prompts: distinct-1 {fmt(g['distinct_1'])} · distinct-2 "
+          f"{fmt(g['distinct_2'])} · repetition (rep-4) {fmt(g['repetition_rate'])} · mean length "
+          f"{g['mean_length']:.1f} tokens · ended the document {g['ended_document_share']:.0%}")
+    for s in g["samples"]:
+        print(f"    {s['prompt']!r} → {s['completion'][:100]!r}")
+    if "speed" in r:
+        print(f"  {'batch':>5} {'context':>7} {'prefill tok/s':>14} {'decode tok/s (cache)':>21} "
+              f"{'(no cache)':>11} {'speedup':>8}")
+        for row in r["speed"]:
+            print(f"  {row['batch_size']:>5} {row['context']:>7} {row['prefill_tokens_per_s']:>14,.0f} "
+                  f"{row['decode_tokens_per_s_kv_cache']:>21,.1f} {row['decode_tokens_per_s_no_cache']:>11,.1f} "
+                  f"{row['kv_cache_speedup']:>7.1f}x")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1].split("Python API")[0])
+    p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="a run directory or a checkpoints/step_* directory")
+    p.add_argument("--data", required=True, type=Path, metavar="DIR", help="dataset directory (its val split is used)")
+    p.add_argument("--prompts", type=Path, metavar="FILE", help="prompts for generation quality (.txt, .json, .jsonl)")
+    p.add_argument("--which", choices=("best", "latest"), default="best", help="checkpoint of a run (default: best)")
+    p.add_argument("--max-windows", type=int, default=None, help="evaluate this many val windows (default: all)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per prompt (default: 64)")
+    p.add_argument("--no-speed", action="store_true", help="skip the inference speed measurements")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--output", type=Path, metavar="FILE.json", help="also write the JSON report to this file")
+    args = p.parse_args(argv)
+    try:
+        for name in ("max_windows", "batch_size", "max_new_tokens"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise EvaluationError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        prompts = read_prompts(args.prompts) if args.prompts else None
+        device = pick_device(args.device)
+        ckpt = find_checkpoint(args.checkpoint, args.which)
+        model, _, tokenizer_path = load_model(ckpt, device=device)
+        evaluator = LLMEvaluator(model, tokenizer_path)
+        report = {"checkpoint": str(ckpt), "step": read_state(ckpt).get("step") if (ckpt / "state.json").exists()
+                  else None}
+        report.update(evaluator.comprehensive_evaluation(args.data, prompts, args.max_windows, args.batch_size,
+                                                         args.max_new_tokens, speed=not args.no_speed, seed=args.seed))
+    except (EvaluationError, shards.DatasetError, CheckpointError, tk.TokenizerError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print_report(report)
+        if args.output:
+            print(f"  report written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
