@@ -22,11 +22,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The built-in corpus is small (about 1M tokens), so the demo keeps 2% of it for validation.
 demo: setup
-	$(PY) -m preprocess --out $(DEMO_DATA) --vocab-size 8192
+	$(PY) -m preprocess --out $(DEMO_DATA) --vocab-size 8192 --val-fraction 0.02
 	$(PY) tools/inspect_shards.py summary $(DEMO_DATA)
 	$(PY) -m train --data $(DEMO_DATA) --out $(DEMO_RUN) --config demo
-	$(PY) -m train.generate $(DEMO_RUN) --prompt "The built-in function" --max-new-tokens 60 --seed 0
+	$(PY) tools/plot_run.py $(DEMO_RUN) --out $(DEMO_RUN)/loss.png
+	$(PY) -m train.generate $(DEMO_RUN) --prompt "The built-in function" --max-new-tokens 80 \
+		--temperature 0.8 --top-k 40 --seed 0
 
 test: setup
 	$(PY) -m pytest -q

@@ -2,7 +2,7 @@
 
 The token stream is a pure function of the inputs and the output-shaping options: inputs are read in
 resolve order, records in file order, and encoded batches are consumed in submission order whatever
-the number of worker threads, so the shards are byte-identical for any ``--workers``. Each document
+the number of worker processes, so the shards are byte-identical for any ``--workers``. Each document
 goes to val when the first 8 bytes of sha256(its id, or its text when it has none), read as a
 fraction of 2**64, are below ``--val-fraction``.
 
@@ -15,11 +15,15 @@ uninterrupted build would have written. ``manifest.json`` is written last, then 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import multiprocessing
+import os
 import shutil
 import sys
+import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -38,9 +42,10 @@ from preprocess.state import (BuildState, clear_output, has_foreign_output, load
 BATCH_CHARS = 1 << 20       # text per encode batch: large enough to amortise hand-offs, small for memory
 BATCH_DOCS = 4096
 # the fast engine must give HF's ids on the first documents before it is used: this many, or this
-# much text (the check encodes with HF on one core: a fixed cost of about a second)
+# much text (about 60k tokens, a fixed cost of a few tenths of a second; the property-based tests in
+# tests/test_encoder_equivalence.py are the broader proof)
 ENCODER_SAMPLE_DOCS = 1000
-ENCODER_SAMPLE_BYTES = 1 << 20
+ENCODER_SAMPLE_BYTES = 1 << 18
 MAX_REPORTED_SKIPS = 5
 
 
@@ -67,7 +72,8 @@ class Batch:
 
 @dataclass
 class Encoded:
-    tokens: list[np.ndarray]
+    flat: np.ndarray          # the ids of all documents of the batch, one after another
+    lengths: np.ndarray       # (n_docs,) ids per document
     is_val: list[bool]
     repaired: int
     text_bytes: int
@@ -78,42 +84,78 @@ def split_is_val(key: str, val_fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") < val_fraction * 2.0 ** 64
 
 
-def _encode(encoder: tk.Encoder, batch: Batch, val_fraction: float, np_dtype: np.dtype) -> Encoded:
-    texts, repaired, text_bytes, is_val = [], 0, 0, []
-    for text, doc_id in zip(batch.texts, batch.ids):
+def _encode(encoder: tk.Encoder, texts: list[str], ids: list[str | None], val_fraction: float,
+            np_dtype: np.dtype) -> Encoded:
+    """Encode one batch: repair lone surrogates, pick each document's split, and return its ids as
+    one flat array plus per-document lengths (one buffer is much cheaper to hand between processes
+    than a thousand small ones)."""
+    repaired, text_bytes, is_val, clean = 0, 0, [], []
+    for text, doc_id in zip(texts, ids):
         try:
             text_bytes += len(text.encode("utf-8"))
         except UnicodeEncodeError:  # lone surrogates, the only str that is not UTF-8; rare, so checked last
             text, n = tk.repair_surrogates(text)
             repaired += n
             text_bytes += len(text.encode("utf-8"))
-        texts.append(text)
+        clean.append(text)
         is_val.append(val_fraction > 0 and split_is_val(doc_id if doc_id is not None else text, val_fraction))
-    ids = encoder.encode_batch(texts)
-    return Encoded([np.array(x, dtype=np_dtype) for x in ids], is_val, repaired, text_bytes)
+    # tiktoken's encode_to_numpy would skip the Python ints, but it takes the special-token path and
+    # measured 35% slower than encode_ordinary + one np.array here
+    encoded = encoder.encode_batch(clean)
+    lengths = np.fromiter((len(x) for x in encoded), dtype=np.int64, count=len(encoded))
+    flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np_dtype, count=int(lengths.sum()))
+    return Encoded(flat, lengths, is_val, repaired, text_bytes)
 
 
-def _ordered(fn, items: Iterable, workers: int) -> Iterator:
-    """``(item, fn(item))`` in input order; with several workers, up to 2*workers+1 in flight.
+# -- worker processes ------------------------------------------------------------------------------
+# Processes, not threads: tiktoken releases the GIL only inside its BPE loop, and building the ids'
+# Python ints holds it, so two threads reached 1.25x one thread where two processes reach 1.7x.
 
-    Threads, not processes: tiktoken and HF tokenizers release the GIL while encoding, there is no
-    pickling of texts and ids, and no orphaned worker survives a ``kill -9`` of the build.
-    """
+_WORKER: dict = {}
+
+
+def _worker_init(encoder: tk.Encoder, val_fraction: float, np_dtype: np.dtype) -> None:
+    _WORKER.update(encoder=encoder, val_fraction=val_fraction, np_dtype=np_dtype)
+    parent = os.getppid()
+
+    def watch() -> None:  # a worker must not outlive a build killed with kill -9
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _worker_encode(texts: list[str], ids: list[str | None]) -> Encoded:
+    w = _WORKER
+    return _encode(w["encoder"], texts, ids, w["val_fraction"], w["np_dtype"])
+
+
+def _ordered(batches: Iterable[Batch], encoder: tk.Encoder, val_fraction: float, np_dtype: np.dtype,
+             workers: int) -> Iterator[tuple[Batch, Encoded]]:
+    """``(batch, encoded)`` in input order. With one worker all in this process; with more, ``workers``
+    processes encode while this one reads and writes, up to 2*workers+1 batches in flight."""
     if workers <= 1:
-        for item in items:
-            yield item, fn(item)
+        for b in batches:
+            yield b, _encode(encoder, b.texts, b.ids, val_fraction, np_dtype)
         return
-    ex = ThreadPoolExecutor(workers, thread_name_prefix="encode")
+    # fork on Linux: workers start in milliseconds with the encoder already built (spawn costs ~0.35 s
+    # of imports and tokenizer rebuilding per worker). HF tokenizers turns its own thread pool off in a
+    # forked child, which is right here (the processes are the parallelism); the variable only keeps
+    # it from warning about that.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    ex = ProcessPoolExecutor(workers, mp_context=context,
+                             initializer=_worker_init, initargs=(encoder, val_fraction, np_dtype))
     try:
         inflight: deque = deque()
-        for item in items:
-            inflight.append((item, ex.submit(fn, item)))
+        for b in batches:
+            inflight.append((b, ex.submit(_worker_encode, b.texts, b.ids)))
             if len(inflight) > 2 * workers:
-                it, fut = inflight.popleft()
-                yield it, fut.result()
+                item, fut = inflight.popleft()
+                yield item, fut.result()
         while inflight:
-            it, fut = inflight.popleft()
-            yield it, fut.result()
+            item, fut = inflight.popleft()
+            yield item, fut.result()
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
 
@@ -360,15 +402,15 @@ class Builder:
         progress = Progress(inputs, state, disable=o.quiet)
         stopped = state.stopped
         text_bytes = 0
-        fn = lambda b: _encode(encoder, b, o.val_fraction, np_dtype)  # noqa: E731
         try:
             batches = self.batches(inputs, start, skip) if not stopped else iter(())
-            for batch, enc in _ordered(fn, batches, o.workers):
+            for batch, enc in _ordered(batches, encoder, o.val_fraction, np_dtype, o.workers):
                 stats = state.input_stats[batch.input_index]
                 stats["status"] = "reading"
                 wrote = False
-                limit = len(enc.tokens)
-                for k, (doc, is_val) in enumerate(zip(enc.tokens, enc.is_val)):
+                docs = np.split(enc.flat, np.cumsum(enc.lengths)[:-1]) if len(enc.lengths) else []
+                limit = len(docs)
+                for k, (doc, is_val) in enumerate(zip(docs, enc.is_val)):
                     split = "val" if is_val else "train"
                     entry = writers[split].add(doc)
                     n = len(doc) + 1
@@ -382,7 +424,7 @@ class Builder:
                     if o.max_tokens is not None and state.total_tokens() >= o.max_tokens:
                         limit, stopped = k + 1, True
                         break
-                end = batch.end if limit == len(enc.tokens) else batch.positions[limit - 1] + 1
+                end = batch.end if limit == len(docs) else batch.positions[limit - 1] + 1
                 for pos, reason in batch.skipped:
                     if pos < end:
                         stats["skipped"][reason] = stats["skipped"].get(reason, 0) + 1
@@ -407,7 +449,7 @@ class Builder:
                 if batch.done or batch.bad is not None:
                     state.position = (batch.input_index + 1, 0)
                     progress.input_done(batch.input_index)
-                progress.update(len(enc.tokens[:limit]), sum(len(d) + 1 for d in enc.tokens[:limit]),
+                progress.update(limit, int(enc.lengths[:limit].sum()) + limit,
                                 enc.text_bytes)
                 if wrote:
                     state.save_pending(self.out, writers)

@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "resuming or refusing a build with other options")
     r = p.add_argument_group("running")
     r.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
-                   help="encoding threads (default: the CPU count); the output does not depend on it")
+                   help="encoding processes (default: the CPU count); the output does not depend on it")
     r.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     return p
 

@@ -177,8 +177,10 @@ class Encoder:
         self.engine = engine
         self.reason = reason
         self.vocab_size = tok.get_vocab_size()
+        # the tiktoken.Encoding itself, for callers that want its array output (encode_to_numpy)
+        self.tiktoken_encoding = None
         if engine == "tiktoken":
-            self._tt = _tiktoken_encoding(tok)
+            self._tt = self.tiktoken_encoding = _tiktoken_encoding(tok)
         elif engine == "hf":
             self._hf = Tokenizer.from_str(tok.to_str())
             self._hf.encode_special_tokens = True  # a literal "<|endoftext|>" in a document is text

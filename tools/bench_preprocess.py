@@ -80,7 +80,7 @@ _ENC = {}
 
 def _worker_encoder(tok_json):
     if tok_json not in _ENC:
-        _ENC[tok_json] = tk.Encoder(Tokenizer.from_str(tok_json), "tiktoken")._tt
+        _ENC[tok_json] = tk.Encoder(Tokenizer.from_str(tok_json), "tiktoken").tiktoken_encoding
     return _ENC[tok_json]
 
 

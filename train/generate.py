@@ -401,6 +401,7 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - start
     stop = "<|endoftext|>" if reason == STOP_EOT else f"--max-new-tokens {args.max_new_tokens}"
     sys.stdout.write("\n")
+    sys.stdout.flush()  # the text first, then the note on stderr, also when both go to one log
     print(f"[{len(new)} tokens in {seconds:.2f} s, {len(new) / seconds:.1f} tokens/s on {llm.device}, "
           f"stopped at {stop}]", file=sys.stderr)
     return 0

@@ -391,7 +391,7 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, resume: bool =
                         f"Lower training.lr, raise training.warmup_steps or use training.precision=fp32/bf16, "
                         f"then resume from that checkpoint (or start a new run)")
             interval_loss = sum(r[0] for r in rows) / len(rows)
-            last_loss, grad_norm = rows[-1][0], rows[-1][1]
+            last_loss, grad_norm = interval_loss, rows[-1][1]  # the mean since the last read, as logged
             pending.clear()
 
             now = time.time()
