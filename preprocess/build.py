@@ -361,6 +361,11 @@ class Builder:
             # refused up front, before any input is read or anything trained
             dtype = shards.choose_dtype(o.vocab_size, o.dtype)
         self.out.mkdir(parents=True, exist_ok=True)
+        with shards.directory_lock(self.out, "python -m preprocess"):
+            return self._run_locked(shaping, given_sha, dtype)
+
+    def _run_locked(self, shaping: dict, given_sha: str | None, dtype: str) -> dict | None:
+        o = self.opts
         if o.tokenizer_only:
             return self.tokenizer_only()
         if o.part is not None and o.tokenizer is None:

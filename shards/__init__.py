@@ -39,6 +39,10 @@ class DatasetError(Exception):
     """A problem with a dataset directory that the user can act on; the message says what to do."""
 
 
+class DirectoryInUse(DatasetError):
+    """Another process is writing into the same directory."""
+
+
 # ---------------------------------------------------------------------------------------------------
 # names and dtypes
 
@@ -123,6 +127,47 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator:
             pass
         raise
     _fsync_dir(path.parent)
+
+
+LOCK_NAME = ".lock"
+
+
+@contextmanager
+def directory_lock(directory: str | os.PathLike, holder: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``DIR/.lock`` while writing into ``DIR``: two builds (or two trainers)
+    writing one directory would interleave their files. The operating system drops the lock when the
+    process ends, however it ends, so a killed run never leaves a stale lock behind.
+
+    A POSIX record lock (``lockf``), not ``flock``: it belongs to this process alone, so worker
+    processes forked while it is held do not keep it alive after a ``kill -9`` of their parent.
+    """
+    import errno
+    import fcntl
+
+    path = Path(directory) / LOCK_NAME
+    f = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EAGAIN):
+            f.close()
+            raise
+        f.seek(0)
+        other = f.read().strip() or "another process"
+        f.close()
+        raise DirectoryInUse(f"{directory} is being written by {other}; wait for it to finish or stop it, "
+                             f"or use another directory") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{holder} (pid {os.getpid()})\n")
+    f.flush()
+    try:
+        yield
+    finally:
+        # left empty, not removed: removing it would let a process that opened it just before take a
+        # lock on a file nobody else can see any more
+        f.truncate(0)
+        f.close()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:

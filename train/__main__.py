@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
-from shards import DatasetError
+from shards import DatasetError, directory_lock
 from train.checkpoint import CheckpointError
 from train.config import ConfigError, load_config, preset_names
 from train.trainer import TrainingError, train
@@ -48,7 +50,12 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        train(cfg, args.data, args.out, resume=args.resume, dry_run=args.dry_run)
+        if args.dry_run or int(os.environ.get("RANK", "0")) != 0:
+            train(cfg, args.data, args.out, resume=args.resume, dry_run=args.dry_run)
+        else:  # one writer per run directory (under torchrun, rank 0 writes)
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            with directory_lock(args.out, "python -m train"):
+                train(cfg, args.data, args.out, resume=args.resume)
     except (ConfigError, DatasetError, CheckpointError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
