@@ -167,6 +167,7 @@ class Builder:
         # tqdm.write keeps messages from tearing the progress bar
         self.log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
         self.reported_skips = 0
+        self.progress: Progress | None = None  # the encoding pass's bar, fed by the readers as they read
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -214,7 +215,9 @@ class Builder:
         for i in range(start, len(inputs)):
             n = 0
             try:
-                for item in readers.read_records(inputs[i], self.opts.text_field, self.opts.txt_blocks):
+                on_bytes = (lambda n, i=i: self.progress.read_bytes(i, n)) if self.progress else None
+                for item in readers.read_records(inputs[i], self.opts.text_field, self.opts.txt_blocks,
+                                                 on_bytes=on_bytes):
                     if i == start and n < skip:
                         n += 1
                         continue
@@ -293,7 +296,7 @@ class Builder:
             self.log(f"training a {o.vocab_size:,}-token byte-level BPE on the first "
                      f"{o.tokenizer_sample_bytes / 1e6:,.0f} MB of text (--tokenizer-sample-bytes)")
             tok = tk.train_bpe(self.sample_texts(inputs, o.tokenizer_sample_bytes), vocab_size=o.vocab_size,
-                               show_progress=False)
+                               show_progress=not o.quiet)
             tk.save(tok, path)
             self.log(f"tokenizer trained in {time.perf_counter() - t0:.1f} s -> {path}")
         if o.tokenizer is not None:
@@ -404,7 +407,7 @@ class Builder:
         for split, (toks, offs) in state.load_pending(self.out).items():
             writers[split].restore(toks, offs)
         start, skip = state.position
-        progress = Progress(inputs, state, disable=o.quiet)
+        progress = self.progress = Progress(inputs, state, disable=o.quiet)
         stopped = state.stopped
         text_bytes = 0
         try:

@@ -13,15 +13,16 @@ import shards
 class Progress:
     """A tqdm bar over the input bytes when every input's size is known, else over documents.
 
-    The readers do not say how far into a file they are, so the byte bar advances by whole input
-    files (the ETA is per file: fine for Dolma's ~2,400 files, coarse for one big file); documents,
-    tokens and text MB/s are shown beside it as they go.
+    The byte bar advances as the readers read each input's (compressed) bytes, so the ETA holds for
+    one big file as for Dolma's ~2,400; inputs that do not report bytes (parquet, hf:) advance it
+    when they end. Documents, tokens and text MB/s are shown beside it as they go.
     """
 
     def __init__(self, inputs, state, disable: bool = False):
         sizes = [x.size for x in inputs]
         self.by_bytes = all(s is not None for s in sizes) and sum(sizes) > 0
         self.sizes = sizes
+        self.counted: dict[int, int] = {}  # input index -> bytes already shown for it
         done = sum(sizes[i] for i in range(state.position[0])) if self.by_bytes else 0
         self.docs = sum(t["documents"] for t in state.totals.values())
         self.tokens = self.start_tokens = state.total_tokens()
@@ -43,9 +44,17 @@ class Progress:
                                  f"{self.tokens / dt / 1e6:.2f}M tok/s, {self.text_bytes / dt / 1e6:.1f} MB text/s",
                                  refresh=False)
 
+    def read_bytes(self, index: int, n: int) -> None:
+        if self.by_bytes:
+            # a resumed input is re-read from its start; never count past its size
+            n = min(n, self.sizes[index] - self.counted.get(index, 0))
+            self.counted[index] = self.counted.get(index, 0) + n
+            self.bar.update(n)
+
     def input_done(self, index: int) -> None:
         if self.by_bytes:
-            self.bar.update(self.sizes[index])
+            self.bar.update(self.sizes[index] - self.counted.get(index, 0))
+            self.counted[index] = self.sizes[index]
 
     def close(self) -> None:
         self.bar.close()

@@ -248,13 +248,23 @@ def _unzstd(chunks: Iterable[bytes]) -> Iterator[bytes]:
         raise CorruptStream(f"corrupt zstd data ({e})") from None
 
 
-def byte_chunks(inp: InputFile, retry: Retry | None = None) -> Iterator[bytes]:
-    """The decompressed bytes of a local or HTTP input, in chunks."""
+def _counted(chunks: Iterable[bytes], on_bytes: Callable[[int], None]) -> Iterator[bytes]:
+    for chunk in chunks:
+        on_bytes(len(chunk))
+        yield chunk
+
+
+def byte_chunks(inp: InputFile, retry: Retry | None = None,
+                on_bytes: Callable[[int], None] | None = None) -> Iterator[bytes]:
+    """The decompressed bytes of a local or HTTP input, in chunks; ``on_bytes(n)`` is told of every
+    ``n`` bytes read from the source (compressed bytes: what a progress bar over file sizes counts)."""
     if is_url(inp.path):
         from preprocess import http
         raw = http.stream(inp.path, retry=retry)
     else:
         raw = _file_chunks(inp.path)
+    if on_bytes is not None:
+        raw = _counted(raw, on_bytes)
     if inp.kind == "jsonl.gz":
         return _gunzip(raw)
     if inp.kind == "jsonl.zst":
@@ -436,10 +446,12 @@ def _check_str(text: str, line: int) -> Record | Skipped:
 # the entry points
 
 def read_records(inp: InputFile, text_field: str = "text", txt_blocks: bool = False,
-                 retry: Retry | None = None) -> Iterator[Record | Skipped]:
+                 retry: Retry | None = None, on_bytes: Callable[[int], None] | None = None,
+                 ) -> Iterator[Record | Skipped]:
     """Yield every document of ``inp`` in file order, one at a time, and a ``Skipped`` per bad record.
 
-    ``retry`` (a ``preprocess.http.Retry``) tunes retries for URLs; None uses the defaults. Raises
+    ``retry`` (a ``preprocess.http.Retry``) tunes retries for URLs; None uses the defaults.
+    ``on_bytes(n)`` is called as the source's bytes are read (JSONL and text inputs). Raises
     ``BadInputFile`` when the input as a whole cannot be read, after the records before the damage.
     """
     if inp.kind == "hf":
@@ -450,7 +462,7 @@ def read_records(inp: InputFile, text_field: str = "text", txt_blocks: bool = Fa
         return
     last = 0
     try:
-        chunks = byte_chunks(inp, retry)
+        chunks = byte_chunks(inp, retry, on_bytes)
         if inp.kind == "txt":
             items = _txt_blocks(chunks) if txt_blocks else _txt_whole(chunks)
         else:

@@ -229,3 +229,15 @@ def test_probe_local(tmp_path):
     assert probe(resolve_inputs([str(tmp_path / "ok.json.gz")])[0]) is None
     with pytest.raises(BadInputFile, match="no such file"):
         probe(InputFile(str(tmp_path / "gone.jsonl"), "jsonl", None))
+
+
+def test_on_bytes_reports_every_source_byte_as_it_reads(tmp_path):
+    path = tmp_path / "a.json.gz"
+    path.write_bytes(gz(docs(3000)))
+    inp = InputFile(str(path), "jsonl.gz", path.stat().st_size)
+    seen, counts_at_first_record = [], None
+    for item in read_records(inp, on_bytes=seen.append):
+        if counts_at_first_record is None:
+            counts_at_first_record = sum(seen)
+    assert sum(seen) == path.stat().st_size
+    assert 0 < counts_at_first_record <= sum(seen)
