@@ -184,8 +184,8 @@ class Builder:
         try:
             inputs = readers.resolve_inputs(list(o.inputs), o.input_list, o.txt_blocks)
             if not inputs:
-                raise readers.BadInputFile(f"no input files match {o.inputs or o.input_list}")
-            readers.probe(inputs[0])
+                raise ValueError(f"no input files in {o.input_list or o.inputs}")
+            readers.probe(inputs[0], o.text_field)
             return self._part(inputs), {"source": "input"}
         except (readers.BadInputFile, OSError, ValueError) as e:
             if not o.fallback_input:
@@ -193,7 +193,7 @@ class Builder:
             self.log(f"the input cannot be opened ({e}); using --fallback-input {o.fallback_input}")
             try:
                 inputs = readers.resolve_inputs([o.fallback_input], None, o.txt_blocks)
-                readers.probe(inputs[0])
+                readers.probe(inputs[0], o.text_field)
             except (readers.BadInputFile, OSError, ValueError, IndexError) as e2:
                 raise BuildError(f"neither the input ({e}) nor --fallback-input {o.fallback_input} ({e2}) "
                                  f"can be read") from None
