@@ -28,7 +28,7 @@ demo: setup
 	$(PY) tools/inspect_shards.py summary $(DEMO_DATA)
 	$(PY) -m train --data $(DEMO_DATA) --out $(DEMO_RUN) --config demo
 	$(PY) tools/plot_run.py $(DEMO_RUN) --out $(DEMO_RUN)/loss.png
-	$(PY) -m train.generate $(DEMO_RUN) --prompt "The built-in function" --max-new-tokens 80 \
+	$(PY) -m train.generate $(DEMO_RUN) --prompt "The built-in function" --max-new-tokens 80 --min-new-tokens 40 \
 		--temperature 0.8 --top-k 40 --seed 0
 
 test: setup

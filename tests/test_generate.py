@@ -114,6 +114,18 @@ def test_generation_stops_at_the_separator():
     assert ids == [full[0][:first]] and reasons == ["eot"]
 
 
+def test_min_new_tokens_holds_the_separator_back():
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=20, seq_len=32, n_layers=1, d_model=16, n_heads=2)).eval()
+    prompt = torch.zeros(1, 3, dtype=torch.long)
+    full, _ = generate_ids(model, prompt, 12, temperature=0)
+    stop = full[0][0]  # greedy's first token: without a minimum, generation ends at once
+    assert generate_ids(model, prompt, 12, temperature=0, eot_id=stop) == ([[]], ["eot"])
+    ids, reasons = generate_ids(model, prompt, 12, temperature=0, eot_id=stop, min_new_tokens=5)
+    assert len(ids[0]) >= 5 and stop not in ids[0][:5]
+    assert reasons == (["eot"] if len(ids[0]) < 12 else ["length"])
+
+
 # ---------------------------------------------------------------------------------------------------
 # the API and the command line
 

@@ -96,12 +96,13 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
 def generate_ids(model: GPT, prompt: torch.Tensor, max_new_tokens: int, *, eot_id: int | None = None,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  repetition_penalty: float = 1.0, use_kv_cache: bool = True,
-                 generator: torch.Generator | None = None,
+                 generator: torch.Generator | None = None, min_new_tokens: int = 0,
                  on_token: Callable[[torch.Tensor], None] | None = None) -> tuple[list[list[int]], list[str]]:
     """Continue each row of ``prompt`` (B, T0) int64; returns (new ids per row, stop reason per row).
 
     A row stops at ``eot_id`` (not included in its ids) or after ``max_new_tokens``; ``eot_id`` None
-    never stops early (benchmarks). The repetition penalty looks at the tokens in context.
+    never stops early (benchmarks). ``eot_id`` cannot be chosen before ``min_new_tokens`` tokens.
+    The repetition penalty looks at the tokens in context.
     ``on_token(next_ids)`` is called with each step's (B,) tokens, for streaming.
     """
     seq_len = model.cfg.seq_len
@@ -112,13 +113,17 @@ def generate_ids(model: GPT, prompt: torch.Tensor, max_new_tokens: int, *, eot_i
     cached = 0  # positions of ctx already in the cache
     out = [[] for _ in range(B)]
     done = torch.zeros(B, dtype=torch.bool, device=prompt.device)
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         if cache is not None:
             logits, _ = model(ctx[:, cached:], kv_cache=cache, start_pos=cached)
             cached = ctx.size(1)
         else:
             logits, _ = model(ctx)
-        nxt = sample_next(logits[:, -1], temperature, top_k, top_p, repetition_penalty, ctx, generator)  # (B,)
+        logits = logits[:, -1]  # (B, vocab_size)
+        if eot_id is not None and step < min_new_tokens:
+            logits = logits.clone()
+            logits[:, eot_id] = float("-inf")
+        nxt = sample_next(logits, temperature, top_k, top_p, repetition_penalty, ctx, generator)  # (B,)
         if eot_id is not None:
             nxt = nxt.masked_fill(done, eot_id)
             finished_now = (nxt == eot_id) & ~done
@@ -203,25 +208,26 @@ class LLMInference:
     def generate_tokens(self, ids: list[int], max_length: int = 100, temperature: float = 0.8,
                         top_k: int | None = 50, top_p: float | None = None, repetition_penalty: float = 1.0,
                         seed: int | None = None, stream: TextIO | None = None,
-                        generator: torch.Generator | None = None) -> tuple[list[int], str]:
+                        generator: torch.Generator | None = None, min_new_tokens: int = 0) -> tuple[list[int], str]:
         """Continue the token ids ``ids``; returns (new ids, stop reason: "eot" or "length")."""
         prompt = torch.tensor([ids], dtype=torch.long, device=self.device)
         streamer = TextStream(self.tok, stream) if stream else None
         new, reasons = generate_ids(
             self.model, prompt, max_length, eot_id=self.eot_id, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, use_kv_cache=self.use_kv_cache,
-            generator=generator or self._generator(seed), on_token=streamer)
+            generator=generator or self._generator(seed), min_new_tokens=min_new_tokens, on_token=streamer)
         if streamer:
             streamer.flush(drop_last=reasons[0] == STOP_EOT)
         return new[0], reasons[0]
 
     def generate(self, prompt: str, max_length: int = 100, temperature: float = 0.8, top_k: int | None = 50,
                  top_p: float | None = None, repetition_penalty: float = 1.0, seed: int | None = None,
-                 stream: TextIO | None = None) -> str:
+                 stream: TextIO | None = None, min_new_tokens: int = 0) -> str:
         """The continuation of ``prompt`` (without the prompt): at most ``max_length`` new tokens, fewer
-        when the model ends the document. ``temperature`` 0 is greedy; ``stream`` gets text as it comes."""
+        when the model ends the document (not before ``min_new_tokens``). ``temperature`` 0 is greedy;
+        ``stream`` gets text as it comes."""
         ids, _ = self.generate_tokens(self.encode_prompt(prompt), max_length, temperature, top_k, top_p,
-                                      repetition_penalty, seed, stream)
+                                      repetition_penalty, seed, stream, min_new_tokens=min_new_tokens)
         return self.tok.decode(ids)
 
     def batch_generate(self, prompts: Iterable[str], output_file: str | Path | None = None,
@@ -334,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, metavar="FILE", help="with --prompts: write results to FILE.json or FILE.jsonl")
     p.add_argument("--which", choices=("best", "latest"), default="best", help="checkpoint of a run (default: best)")
     p.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate at most (default: 100)")
+    p.add_argument("--min-new-tokens", type=int, default=0,
+                   help="do not end the document before this many tokens (default: 0)")
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: 0.8)")
     p.add_argument("--top-k", type=int, default=50, help="sample among the K most likely; 0 = all (default: 50)")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, e.g. 0.9 (default: off)")
@@ -349,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(args) -> None:
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if not 0 <= args.min_new_tokens <= args.max_new_tokens:
+        raise ValueError(f"--min-new-tokens must be between 0 and --max-new-tokens, got {args.min_new_tokens}")
     if args.temperature < 0:
         raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
     if args.top_k < 0:
@@ -373,7 +383,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     sampling = dict(max_length=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k or None,
-                    top_p=args.top_p, repetition_penalty=args.repetition_penalty)
+                    top_p=args.top_p, repetition_penalty=args.repetition_penalty, min_new_tokens=args.min_new_tokens)
     if args.chat:
         llm.chat(seed=args.seed, **sampling)
         return 0
