@@ -25,9 +25,9 @@ def test_loss_falls_on_the_built_in_corpus_along_the_golden_curve(tmp_path):
     subprocess.run([sys.executable, "-m", "preprocess", "--out", str(data), "--vocab-size", "1024",
                     "--max-tokens", "300000", "--val-fraction", "0.05", "--quiet"], env=ENV, check=True)
     sets = ["model.seq_len=64", "model.n_layers=2", "model.d_model=64", "model.n_heads=2",
-            "training.batch_size=8", "training.max_steps=60", "training.warmup_steps=10", "training.lr=3e-3",
-            "training.log_interval=5", "training.eval_interval=20", "training.eval_windows=32",
-            "training.checkpoint_interval=60", "training.device=cpu", "training.precision=fp32"]
+            "training.batch_size=16", "training.max_steps=200", "training.warmup_steps=20", "training.lr=5e-3",
+            "training.log_interval=20", "training.eval_interval=50", "training.eval_windows=32",
+            "training.checkpoint_interval=200", "training.device=cpu", "training.precision=fp32"]
     args = [sys.executable, "-m", "train", "--data", str(data), "--out", str(run), "--config", "demo"]
     for s in sets:
         args += ["--set", s]
@@ -36,8 +36,9 @@ def test_loss_falls_on_the_built_in_corpus_along_the_golden_curve(tmp_path):
     curve = {"train": {r["step"]: round(r["loss"], 4) for r in records if r["type"] == "train"},
              "val": {r["step"]: round(r["val_loss"], 4) for r in records if r["type"] == "eval"}}
     train = list(curve["train"].values())
-    assert abs(train[0] - math.log(1024)) < 0.3
-    assert train[-1] < train[0] - 0.7, "the loss did not fall"
+    assert abs(train[0] - math.log(1024)) < 0.6  # the first log averages steps 1..20 of a fast fall
+    # the unigram entropy of these train tokens is 5.94 nats: below it, the model uses context
+    assert train[-1] < 5.6, "the loss did not fall below what token frequencies alone give"
     assert list(curve["val"].values()) == sorted(curve["val"].values(), reverse=True)
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(json.dumps(curve, indent=1) + "\n")
