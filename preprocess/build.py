@@ -334,6 +334,16 @@ class Builder:
             if diff:
                 raise BuildError(f"{self.out} holds a dataset built with different options: " + "; ".join(diff)
                                  + ". Use another --out, or --overwrite to replace it")
+            # same options, but are these still its inputs? (files added to an input directory, a file
+            # replaced): "up to date" must not hide them
+            inputs, _ = self.resolve()
+            now = {tuple(_input_key(x)) for x in inputs}
+            then = {(i["path"], i["kind"], i["size"]) for i in m["inputs"]}
+            if now != then:
+                changed = [f"{len(now - then)} new or changed", f"{len(then - now)} gone or changed"]
+                example = sorted(now ^ then)[0][0]
+                raise BuildError(f"{self.out} was built from other input files than these ({', '.join(changed)}, "
+                                 f"e.g. {example}). Use another --out, or --overwrite to rebuild it")
             return "done"
         state = load_state(self.out)
         if state is not None:

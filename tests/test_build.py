@@ -178,6 +178,21 @@ def test_same_command_again_is_up_to_date(tmp_path, capsys):
     assert file_hashes(tmp_path / "out") == before
 
 
+def test_changed_inputs_are_not_up_to_date(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, n_files=2, docs_per_file=20)
+    assert build(corpus, tmp_path / "out") == 0
+    capsys.readouterr()
+    make_corpus(tmp_path / "more", n_files=1, docs_per_file=5, seed=1)
+    added = corpus / "zz-added.json.gz"
+    (tmp_path / "more").joinpath(next(p.name for p in (tmp_path / "more").iterdir())).rename(added)
+    assert build(corpus, tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "other input files" in err and "1 new or changed, 0 gone or changed" in err and str(added) in err
+    assert build(corpus, tmp_path / "out", "--overwrite") == 0
+    assert len(shards.load_manifest(tmp_path / "out")["inputs"]) == 3
+
+
 def test_different_options_refused_unless_overwrite(tmp_path, capsys):
     corpus = tmp_path / "corpus"
     make_corpus(corpus, n_files=1, docs_per_file=20)
