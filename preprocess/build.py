@@ -337,8 +337,8 @@ class Builder:
             # same options, but are these still its inputs? (files added to an input directory, a file
             # replaced): "up to date" must not hide them
             inputs, _ = self.resolve()
-            now = {tuple(_input_key(x)) for x in inputs}
-            then = {(i["path"], i["kind"], i["size"]) for i in m["inputs"]}
+            now = {(_same_file_key(x.path), x.kind, x.size) for x in inputs}
+            then = {(_same_file_key(i["path"]), i["kind"], i["size"]) for i in m["inputs"]}
             if now != then:
                 changed = [f"{len(now - then)} new or changed", f"{len(then - now)} gone or changed"]
                 example = sorted(now ^ then)[0][0]
@@ -526,6 +526,11 @@ class Builder:
         inputs, _ = self.resolve()
         self.prepare_tokenizer(inputs, None)
         self.log(f"wrote {path}; build each part with --tokenizer {path}")
+
+
+def _same_file_key(path: str) -> str:
+    """A local path made absolute (``data/x`` and ``/home/me/data/x`` are one file); URLs and hf: as they are."""
+    return path if readers.is_url(path) or path.startswith(readers.HF_PREFIX) else os.path.realpath(path)
 
 
 def _input_key(x) -> list:
