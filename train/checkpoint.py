@@ -144,9 +144,12 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer,
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        if final.exists():  # a re-save of the same step (e.g. interrupted right after a checkpoint)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if final.exists():
+            # the same step saved again holds the same weights and state: keep the complete one on disk
+            # (deleting it first would leave `latest` pointing at nothing if killed in between)
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
