@@ -108,6 +108,20 @@ def test_nan_loss_stops_naming_step_and_checkpoint(tiny_dataset, tmp_path):
     assert find_checkpoint(tmp_path / "run").name == "step_00000001"
 
 
+def test_early_stop_after_patience_evaluations_without_a_better_val_loss(tiny_dataset, tmp_path):
+    # lr 0: the weights never change, so every evaluation after the first ties it (a tie is no better)
+    cfg = load_config("demo", TINY + ["training.max_steps=20", "training.lr=0", "training.eval_interval=2",
+                                      "training.early_stop_patience=2", "training.checkpoint_interval=100"])
+    summary = train(cfg, tiny_dataset, tmp_path / "run")
+    assert summary["steps"] == 6
+    assert summary["stop_reason"] == "early stop: no better val loss in 2 evaluations"
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    vals = [r["val_loss"] for r in records if r["type"] == "eval"]
+    assert len(vals) == 3 and vals[0] == vals[1] == vals[2]
+    assert find_checkpoint(tmp_path / "run", "best").name == "step_00000002"
+    assert find_checkpoint(tmp_path / "run", "latest").name == "step_00000006"
+
+
 def test_resume_on_other_dataset_is_refused(tiny_dataset, tmp_path):
     cfg = load_config("demo", TINY + ["training.max_steps=2"])
     train(cfg, tiny_dataset, tmp_path / "run")
