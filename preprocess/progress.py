@@ -93,7 +93,7 @@ def print_summary(out: Path, manifest: dict, elapsed: float, run_tokens: int, te
                  f"{_size_on_disk(out, manifest) / 1e6:,.1f} MB on disk")
     elapsed = max(elapsed, 1e-9)
     resumed = run_tokens != tokens
-    lines.append(f"  encoding: {run_tokens:,} tokens in {elapsed:,.1f} s, {run_tokens / elapsed / 1e6:,.2f}M tokens/s, "
+    lines.append(f"  encoding: {run_tokens:,} tokens in {elapsed:,.2f} s, {run_tokens / elapsed / 1e6:,.2f}M tokens/s, "
                  f"{text_bytes / elapsed / 1e6:,.1f} MB/s of text" + (" (this run, resumed)" if resumed else ""))
     lines.append(f"  elapsed: {total_elapsed:,.1f} s in all (reading the inputs, tokenizer, encoding, writing)")
     print("\n".join(lines), file=file)

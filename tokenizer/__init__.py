@@ -144,9 +144,8 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(bs, cs)}
 
 
-def _tiktoken_incompatibility(tok: Tokenizer) -> str | None:
-    """Why a tiktoken engine cannot reproduce ``tok``, or None when its structure allows it."""
-    spec = json.loads(tok.to_str())
+def _tiktoken_incompatibility(spec: dict) -> str | None:
+    """Why a tiktoken engine cannot reproduce the tokenizer ``spec`` (its parsed JSON), or None."""
     model = spec.get("model") or {}
     if model.get("type") != "BPE":
         return f"model is {model.get('type')}, not BPE"
@@ -172,7 +171,8 @@ def _tiktoken_incompatibility(tok: Tokenizer) -> str | None:
 class Encoder:
     """Encodes documents to ids with either engine; ``engine`` says which one it uses and ``reason`` why."""
 
-    def __init__(self, tok: Tokenizer, engine: str, reason: str = ""):
+    def __init__(self, tok: Tokenizer, engine: str, reason: str = "", spec: dict | None = None):
+        """``spec`` is ``tok``'s parsed JSON when the caller has it already (it saves a parse)."""
         self.tok = tok
         self.engine = engine
         self.reason = reason
@@ -180,7 +180,7 @@ class Encoder:
         # the tiktoken.Encoding itself, for callers that want its array output (encode_to_numpy)
         self.tiktoken_encoding = None
         if engine == "tiktoken":
-            self._tt = self.tiktoken_encoding = _tiktoken_encoding(tok)
+            self._tt = self.tiktoken_encoding = _tiktoken_encoding(spec or json.loads(tok.to_str()))
         elif engine == "hf":
             self._hf = Tokenizer.from_str(tok.to_str())
             self._hf.encode_special_tokens = True  # a literal "<|endoftext|>" in a document is text
@@ -208,11 +208,10 @@ def _rebuild_encoder(tok_json: str, engine: str, reason: str) -> Encoder:
     return Encoder(Tokenizer.from_str(tok_json), engine, reason)
 
 
-def _tiktoken_encoding(tok: Tokenizer):
+def _tiktoken_encoding(spec: dict):
     import tiktoken
 
     decoder = _byte_decoder()
-    spec = json.loads(tok.to_str())
     special = {t["content"] for t in spec.get("added_tokens", [])}
     ranks = {bytes(decoder[ch] for ch in token): i for token, i in spec["model"]["vocab"].items()
              if token not in special}
@@ -236,10 +235,11 @@ def make_encoder(tok: Tokenizer, engine: str = "auto", sample: Sequence[str] = (
         return Encoder(tok, "hf", "asked for with --encoder hf")
     if engine not in ("auto", "tiktoken"):
         raise TokenizerError(f"unknown encoder {engine!r}; use auto, tiktoken or hf")
-    why = _tiktoken_incompatibility(tok)
+    spec = json.loads(tok.to_str())
+    why = _tiktoken_incompatibility(spec)
     if why is None:
         try:
-            fast = Encoder(tok, "tiktoken")
+            fast = Encoder(tok, "tiktoken", spec=spec)
         except ImportError:
             why = "tiktoken is not installed"
         else:
