@@ -293,10 +293,10 @@ class Builder:
                 path.with_name(".tokenizer.json.copy").replace(path)
         elif not path.exists():
             t0 = time.perf_counter()
-            self.log(f"training a {o.vocab_size:,}-token byte-level BPE on the first "
+            self.log(f"training a {o.vocab_size:,}-token byte-level BPE on up to the first "
                      f"{o.tokenizer_sample_bytes / 1e6:,.0f} MB of text (--tokenizer-sample-bytes)")
             tok = tk.train_bpe(self.sample_texts(inputs, o.tokenizer_sample_bytes), vocab_size=o.vocab_size,
-                               show_progress=not o.quiet)
+                               show_progress=not o.quiet and sys.stderr.isatty())
             tk.save(tok, path)
             self.log(f"tokenizer trained in {time.perf_counter() - t0:.1f} s -> {path}")
         if o.tokenizer is not None:
