@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -384,6 +385,17 @@ def main(argv=None) -> int:
         return 2
     sampling = dict(max_length=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k or None,
                     top_p=args.top_p, repetition_penalty=args.repetition_penalty, min_new_tokens=args.min_new_tokens)
+    try:
+        return _run(args, llm, prompts, sampling)
+    except KeyboardInterrupt:  # Ctrl-C in the middle of a reply or at the chat prompt
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly
+        sys.stdout = open(os.devnull, "w")
+        return 1
+
+
+def _run(args, llm: LLMInference, prompts: list[str] | None, sampling: dict) -> int:
     if args.chat:
         llm.chat(seed=args.seed, **sampling)
         return 0
