@@ -15,9 +15,15 @@ from __future__ import annotations
 import glob
 import json
 import os
-import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+
+import orjson
+
+try:  # ISA-L inflates gzip about twice as fast as zlib, with the same interface and the same checks
+    from isal import isal_zlib as inflate
+except ImportError:  # no wheel for this platform: the standard library's zlib
+    import zlib as inflate
 
 if TYPE_CHECKING:
     from preprocess.http import Retry
@@ -196,12 +202,12 @@ def _file_chunks(path: str) -> Iterator[bytes]:
 
 
 def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Decompress a gzip stream of any number of members; zlib checks each member's CRC and length.
+    """Decompress a gzip stream of any number of members; the inflater checks each member's CRC and length.
 
-    zlib (not ``gzip.GzipFile``) so that every byte decompressed before damage reaches the parser,
-    and so the same code serves HTTP streams. zlib releases the GIL while it works.
+    A decompress object (not ``gzip.GzipFile``) so that every byte decompressed before damage reaches
+    the parser, and so the same code serves HTTP streams. Both libraries release the GIL while they work.
     """
-    d = zlib.decompressobj(wbits=31)
+    d = inflate.decompressobj(wbits=31)
     started = False  # bytes fed to the current member
     try:
         for data in chunks:
@@ -209,7 +215,7 @@ def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
                 if d.eof:
                     if not started and not data.strip(b"\0"):
                         break  # trailing zero padding after the last member, as gzip(1) accepts
-                    d = zlib.decompressobj(wbits=31)
+                    d = inflate.decompressobj(wbits=31)
                 started = True
                 out = d.decompress(data, _OUT_CHUNK)
                 data = d.unconsumed_tail or d.unused_data
@@ -219,7 +225,7 @@ def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
                     yield out
         if started and not d.eof:
             raise CorruptStream("truncated gzip file: the data ends before the end of the compressed stream")
-    except zlib.error as e:
+    except inflate.error as e:
         raise CorruptStream(f"corrupt gzip data ({e})") from None
 
 
@@ -326,6 +332,24 @@ def _jsonl(chunks: Iterable[bytes], text_field: str) -> Iterator[Record | Skippe
 
 
 def _parse_line(raw: bytes, lineno: int, text_field: str, loads: Callable) -> Record | Skipped:
+    # orjson takes the bytes as they are and is 2-3x faster; it refuses everything outside strict JSON
+    # in valid UTF-8, and those lines (lone-surrogate escapes, NaN, huge numbers, bad bytes, garbage)
+    # take the standard library's path below, which accepts or classifies them as it always has
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _parse_line_slow(raw, lineno, text_field, loads)
+    if type(obj) is dict:
+        text = obj.get(text_field)
+        if type(text) is str and text and not text.isspace():
+            rid = obj.get("id")
+            if type(rid) is float:  # orjson reads an integer beyond 64 bits as a float: keep json's str(id)
+                return _parse_line_slow(raw, lineno, text_field, loads)
+            return Record(text, None if rid is None else str(rid), lineno)
+    return check_text(obj, text_field, lineno)
+
+
+def _parse_line_slow(raw: bytes, lineno: int, text_field: str, loads: Callable) -> Record | Skipped:
     try:
         s = raw.decode("utf-8")
     except UnicodeDecodeError as e:

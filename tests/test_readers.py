@@ -4,12 +4,16 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from preprocess import readers
 from preprocess.readers import (BadInputFile, InputFile, Record, Skipped, probe, read_records,
                                 resolve_inputs)
 
@@ -61,11 +65,58 @@ def zst(data: bytes) -> bytes:
     return zstandard.ZstdCompressor().compress(data)
 
 
+@pytest.fixture(params=["isal", "zlib"])
+def inflater(request, monkeypatch):
+    """Run a gzip test with ISA-L (what the readers use where it is installed) and with the standard
+    library's zlib (their fallback): both must give the same records and the same errors."""
+    if request.param == "isal":
+        isal_zlib = pytest.importorskip("isal.isal_zlib")
+        monkeypatch.setattr(readers, "inflate", isal_zlib)
+    else:
+        monkeypatch.setattr(readers, "inflate", zlib)
+    return request.param
+
+
 @pytest.mark.parametrize("name,encode", [("a.jsonl", bytes), ("a.json", bytes), ("a.json.gz", gz),
                                          ("a.jsonl.gz", gz), ("a.jsonl.zst", zst), ("a.json.zst", zst)])
 def test_jsonl_every_bad_record_kind(tmp_path, name, encode):
     (tmp_path / name).write_bytes(encode(BAD_JSONL))
     assert read_all(tmp_path / name) == BAD_JSONL_EXPECTED
+
+
+# Lines where orjson (the fast path) and the standard library differ: each must come out as the
+# standard library alone would have read it.
+TRICKY_LINES = [
+    b'{"text": "a", "text": "b", "id": 1}',              # duplicate keys: the last wins
+    b'{"text": "big id", "id": 123456789012345678901234567890}',  # beyond 64 bits: orjson gives a float
+    b'{"text": "float id", "id": 1.5}',
+    b'{"text": "neg id", "id": -9223372036854775809}',
+    b'{"text": "x", "id": NaN}', b'{"text": "x", "id": Infinity}', b'{"text": "x", "id": 1e400}',
+    b'{"text": "lone \\udc00 low"}', b'{"text": "pair \\ud83d\\ude00 ok"}',
+    b'\xef\xbb\xbf{"text": "bom"}', b'{"text": "nul \\u0000 and \\u2028"}',
+    b'{"text": "\xf0\x9f\x98"}', b'{"text": "\xed\xa0\x80"}',  # truncated 4-byte char, encoded surrogate
+    b'  {"text": "padded"}  ', b'{"text": "trailing"} x', b'"just a string"', b'null', b'{"text": true}',
+    b'[' * 2000 + b']' * 2000, b'{"text": "deep", "m": ' + b'[' * 2000 + b']' * 2000 + b'}',
+    b'{"id": {"nested": 1}, "text": "dict id"}', b'{"id": false, "text": "bool id"}',
+]
+
+
+@pytest.mark.parametrize("raw", TRICKY_LINES)
+def test_fast_json_path_reads_every_line_as_the_standard_library(raw):
+    fast = readers._parse_line(raw, 3, "text", json.loads)
+    assert fast == readers._parse_line_slow(raw, 3, "text", json.loads)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+                           max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=json_values, rid=json_values, extra=st.dictionaries(st.text(), json_values, max_size=3))
+def test_fast_json_path_matches_on_generated_records(text, rid, extra):
+    raw = json.dumps({**extra, "text": text, "id": rid}).encode("utf-8", "surrogatepass")
+    assert readers._parse_line(raw, 1, "text", json.loads) == readers._parse_line_slow(raw, 1, "text", json.loads)
 
 
 def test_text_field_and_large_lines(tmp_path):
@@ -75,7 +126,7 @@ def test_text_field_and_large_lines(tmp_path):
     assert read_all(tmp_path / "a.jsonl.gz", text_field="content") == [Record(big, None, 1), Record("y", None, 2)]
 
 
-def test_multi_member_gzip_and_multi_frame_zstd(tmp_path):
+def test_multi_member_gzip_and_multi_frame_zstd(tmp_path, inflater):
     (tmp_path / "a.json.gz").write_bytes(gz(docs(3)) + gz(docs(2, 3)))
     (tmp_path / "b.json.zst").write_bytes(zst(docs(3)) + zst(docs(2, 3)))
     want = [Record(f"document number {i}", f"d{i}", i + 1) for i in range(5)]
@@ -84,7 +135,7 @@ def test_multi_member_gzip_and_multi_frame_zstd(tmp_path):
 
 
 @pytest.mark.parametrize("name,encode", [("t.json.gz", gz), ("t.jsonl.zst", zst)])
-def test_truncated_file_yields_complete_records_then_names_the_file(tmp_path, name, encode):
+def test_truncated_file_yields_complete_records_then_names_the_file(tmp_path, name, encode, inflater):
     # Random text keeps the compressed form long, and 4000 records span several zstd blocks (128 KiB):
     # zstd emits nothing of a block until the whole block has arrived.
     data = b"".join(json.dumps({"id": i, "text": os.urandom(30).hex()}).encode() + b"\n" for i in range(4000))
@@ -105,16 +156,17 @@ def test_truncated_file_yields_complete_records_then_names_the_file(tmp_path, na
     assert got == [Record(json.loads(line)["text"], str(i), i + 1) for i, line in enumerate(data.splitlines()[:len(got)])]
 
 
-def test_corrupt_gzip_crc_is_bad_input(tmp_path):
+def test_corrupt_gzip_crc_is_bad_input(tmp_path, inflater):
     blob = bytearray(gz(docs(5)))
     blob[-8] ^= 0xFF  # the CRC32 in the trailer
     (tmp_path / "c.json.gz").write_bytes(bytes(blob))
     # This small member decompresses in one call, so the check fails before any of it is yielded.
-    with pytest.raises(BadInputFile, match=r"c\.json\.gz: corrupt gzip data \(.*incorrect data check\), before its first"):
+    with pytest.raises(BadInputFile, match=r"c\.json\.gz: corrupt gzip data \(.*(incorrect data check|Incorrect checksum)"
+                       r".*\), before its first"):
         list(read_records(resolve_inputs([str(tmp_path / "c.json.gz")])[0]))
 
 
-def test_not_gzip_at_all(tmp_path):
+def test_not_gzip_at_all(tmp_path, inflater):
     (tmp_path / "n.json.gz").write_bytes(docs(2))
     with pytest.raises(BadInputFile, match=r"n\.json\.gz: corrupt gzip data .* before its first record"):
         list(read_records(resolve_inputs([str(tmp_path / "n.json.gz")])[0]))
@@ -122,7 +174,7 @@ def test_not_gzip_at_all(tmp_path):
         probe(resolve_inputs([str(tmp_path / "n.json.gz")])[0])
 
 
-def test_gzip_trailing_zero_padding_is_accepted(tmp_path):
+def test_gzip_trailing_zero_padding_is_accepted(tmp_path, inflater):
     (tmp_path / "p.json.gz").write_bytes(gz(docs(2)) + b"\0" * 512)
     assert len(read_all(tmp_path / "p.json.gz")) == 2
 
