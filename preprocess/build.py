@@ -39,11 +39,11 @@ from preprocess.progress import Progress, print_summary
 from preprocess.state import (BuildState, clear_output, has_foreign_output, load_state, remove_temporaries,
                               save_state)
 
-BATCH_CHARS = 1 << 20       # text per encode batch: large enough to amortise hand-offs, small for memory
+BATCH_CHARS = 1 << 20  # text per encode batch: large enough to amortise hand-offs, small for memory
 BATCH_DOCS = 4096
-# the fast engine must give HF's ids on the first documents before it is used: this many, or this
-# much text (about 60k tokens, a fixed cost of a few tenths of a second; the property-based tests in
-# tests/test_encoder_equivalence.py are the broader proof)
+# the fast engine must give HF's ids on the first documents before its output is used: this many, or
+# this much text (about 60k tokens; HF encodes them in about 0.1 s, while the first batches encode; the
+# property-based tests in tests/test_encoder_equivalence.py are the broader proof)
 ENCODER_SAMPLE_DOCS = 1000
 ENCODER_SAMPLE_BYTES = 1 << 18
 MAX_REPORTED_SKIPS = 5
@@ -99,11 +99,12 @@ def _encode(encoder: tk.Encoder, texts: list[str], ids: list[str | None], val_fr
             text_bytes += len(text.encode("utf-8"))
         clean.append(text)
         is_val.append(val_fraction > 0 and split_is_val(doc_id if doc_id is not None else text, val_fraction))
-    # tiktoken's encode_to_numpy would skip the Python ints, but it takes the special-token path and
-    # measured 35% slower than encode_ordinary + one np.array here
-    encoded = encoder.encode_batch(clean)
-    lengths = np.fromiter((len(x) for x in encoded), dtype=np.int64, count=len(encoded))
-    flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np_dtype, count=int(lengths.sum()))
+    encoded = encoder.encode_batch(clean, arrays=True)
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    if encoder.engine == "tiktoken" and encoded:  # uint32 arrays (lists where a text holds a special token)
+        flat = np.concatenate(encoded, dtype=np_dtype, casting="unsafe")  # ids < vocab size fit np_dtype
+    else:
+        flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np_dtype, count=int(lengths.sum()))
     return Encoded(flat, lengths, is_val, repaired, text_bytes)
 
 
@@ -160,6 +161,39 @@ def _ordered(batches: Iterable[Batch], encoder: tk.Encoder, val_fraction: float,
         ex.shutdown(wait=True, cancel_futures=True)
 
 
+class EncoderCheck:
+    """Runs ``verify()`` (the fast engine's equivalence check) in a thread; ``result()`` waits for it.
+
+    HF encodes the sample with the GIL released, so the check costs the reading and encoding of the
+    first batches little.
+    """
+
+    def __init__(self, verify):
+        self._result = self._error = None
+        self._thread = threading.Thread(target=self._run, args=(verify,), name="encoder-check", daemon=True)
+        self._thread.start()
+
+    def _run(self, verify) -> None:
+        try:
+            self._result = verify()
+        except BaseException as e:  # re-raised in the caller's thread by result()
+            self._error = e
+
+    def result(self) -> tk.Encoder:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+class _EngineRejected(Exception):
+    """The fast engine failed its check before any of its output was used; ``encoder`` replaces it."""
+
+    def __init__(self, encoder: tk.Encoder):
+        super().__init__(encoder.reason)
+        self.encoder = encoder
+
+
 class Builder:
     def __init__(self, opts: BuildOptions, log=None):
         self.opts = opts
@@ -209,13 +243,14 @@ class Builder:
                              f"use fewer parts than files")
         return selected
 
-    def records(self, inputs, start: int = 0, skip: int = 0) -> Iterator[tuple[int, int, object]]:
+    def records(self, inputs, start: int = 0, skip: int = 0, progress: bool = True) -> Iterator[tuple[int, int, object]]:
         """``(input index, item index, Record | Skipped | BadInputFile)`` from input ``start`` on,
-        skipping the first ``skip`` items of that input (consumed before an interruption)."""
+        skipping the first ``skip`` items of that input (consumed before an interruption).
+        ``progress``: feed the bytes read to the encoding pass's bar (not for the samples)."""
         for i in range(start, len(inputs)):
             n = 0
             try:
-                on_bytes = (lambda n, i=i: self.progress.read_bytes(i, n)) if self.progress else None
+                on_bytes = (lambda n, i=i: self.progress.read_bytes(i, n)) if self.progress and progress else None
                 for item in readers.read_records(inputs[i], self.opts.text_field, self.opts.txt_blocks,
                                                  on_bytes=on_bytes):
                     if i == start and n < skip:
@@ -268,7 +303,7 @@ class Builder:
         --skip-bad-files says, so the tokenizer does not depend on it (the main pass reports the file).
         """
         total = 0
-        for _, _, item in self.records(inputs):
+        for _, _, item in self.records(inputs, progress=False):
             if not isinstance(item, readers.Record):
                 continue
             text = tk.repair_surrogates(item.text)[0]
@@ -283,8 +318,10 @@ class Builder:
             yield text
 
     def prepare_tokenizer(self, inputs, given_sha: str | None):
-        """``given_sha``: the fingerprint an interrupted build started with, which must not change."""
-        """Train (or copy, or reuse after an interruption) OUT/tokenizer.json; returns (tok, sha)."""
+        """Train (or copy, or reuse after an interruption) OUT/tokenizer.json and read it.
+
+        ``given_sha``: the fingerprint an interrupted build started with, which must not change.
+        """
         o, path = self.opts, self.out / shards.TOKENIZER_NAME
         if o.tokenizer is not None:
             src = Path(o.tokenizer)
@@ -299,23 +336,32 @@ class Builder:
                                show_progress=not o.quiet and sys.stderr.isatty())
             tk.save(tok, path)
             self.log(f"tokenizer trained in {time.perf_counter() - t0:.1f} s -> {path}")
-        if o.tokenizer is not None:
-            tok, sha = self.given  # loaded and fingerprinted once, up front; the copy has the same bytes
-        else:
-            tok, sha = tk.load(path), tk.fingerprint(path)
-        if given_sha is not None and sha != given_sha:
+        # loaded and fingerprinted once, up front, when given: the copy has the same bytes
+        loaded = self.given if o.tokenizer is not None else tk.read(path)
+        if given_sha is not None and loaded.sha256 != given_sha:
             raise BuildError(f"{path} is not the tokenizer this build started with; use --overwrite to rebuild")
-        return tok, sha
+        return loaded
 
-    def make_encoder(self, tok, inputs) -> tk.Encoder:
+    def encoder_sample(self, inputs) -> list[str]:
         sample = []
         for text in self.sample_texts(inputs, ENCODER_SAMPLE_BYTES):
             sample.append(text)
             if len(sample) >= ENCODER_SAMPLE_DOCS:
                 break
-        enc = tk.make_encoder(tok, self.opts.encoder, sample)
-        self.log(f"encoder: {enc.engine} ({enc.reason})")
-        return enc
+        return sample
+
+    def start_encoder(self, loaded: tk.TokenizerFile, inputs) -> tuple[tk.Encoder, EncoderCheck | None]:
+        """The encoder to start with and, for the fast engine, its equivalence check running in a thread.
+
+        The check (HF's ids on a sample, about 0.1 s) overlaps the first batches; encode_all waits for
+        it before it takes the first batch's ids, so nothing is written with an engine that failed it.
+        """
+        candidate = tk.candidate_encoder(loaded.tok, self.opts.encoder, loaded.spec)
+        if candidate.engine != "tiktoken":
+            self.log(f"encoder: {candidate.engine} ({candidate.reason})")
+            return candidate, None
+        return candidate, EncoderCheck(lambda: tk.verify_encoder(candidate, loaded.tok, self.encoder_sample(inputs),
+                                                                 self.opts.encoder))
 
     # -- the build -------------------------------------------------------------------------------
 
@@ -366,10 +412,9 @@ class Builder:
         shaping = o.shaping()
         given_sha = None
         if o.tokenizer is not None:
-            tok = tk.load(o.tokenizer)
-            given_sha = tk.fingerprint(o.tokenizer)
-            self.given = (tok, given_sha)
-            dtype = shards.choose_dtype(tok.get_vocab_size(), o.dtype)
+            self.given = tk.read(o.tokenizer)
+            given_sha = self.given.sha256
+            dtype = shards.choose_dtype(self.given.tok.get_vocab_size(), o.dtype)
         else:
             # refused up front, before any input is read or anything trained
             dtype = shards.choose_dtype(o.vocab_size, o.dtype)
@@ -401,14 +446,28 @@ class Builder:
             self.log(f"resuming the build in {self.out}: {len(state.shards)} shards done, input "
                      f"{state.position[0] + 1} of {len(inputs)}")
         save_state(self.out, state)  # before anything else is written, so OUT is known to be ours
-        tok, sha = self.prepare_tokenizer(inputs, state.tokenizer_sha256)
+        loaded = self.prepare_tokenizer(inputs, state.tokenizer_sha256)
         if state.tokenizer_sha256 is None:
-            state.tokenizer_sha256 = sha
+            state.tokenizer_sha256 = loaded.sha256
             save_state(self.out, state)
-        encoder = self.make_encoder(tok, inputs)
-        return self.encode_all(inputs, source, state, tok, encoder, dtype)
+        encoder, check = self.start_encoder(loaded, inputs)
+        try:
+            return self.encode_all(inputs, source, state, loaded.tok, encoder, dtype, check)
+        except _EngineRejected as e:  # nothing was written with the fast engine: start over with HF
+            return self.encode_all(inputs, source, state, loaded.tok, e.encoder, dtype)
 
-    def encode_all(self, inputs, source, state: BuildState, tok, encoder, dtype) -> dict:
+    def _checked(self, encoder: tk.Encoder, check: EncoderCheck | None) -> tk.Encoder:
+        """Wait for the encoder check: the encoder to go on with, or _EngineRejected."""
+        if check is None:
+            return encoder
+        verified = check.result()
+        self.log(f"encoder: {verified.engine} ({verified.reason})")
+        if verified is not encoder:
+            raise _EngineRejected(verified)
+        return encoder
+
+    def encode_all(self, inputs, source, state: BuildState, tok, encoder, dtype,
+                   check: EncoderCheck | None = None) -> dict:
         o, t0 = self.opts, time.perf_counter()
         eot = tk.eot_id(tok)
         np_dtype = shards.numpy_dtype(dtype)
@@ -423,6 +482,8 @@ class Builder:
         try:
             batches = self.batches(inputs, start, skip) if not stopped else iter(())
             for batch, enc in _ordered(batches, encoder, o.val_fraction, np_dtype, o.workers):
+                if check is not None:  # before the first batch changes anything
+                    encoder, check = self._checked(encoder, check), None
                 stats = state.input_stats[batch.input_index]
                 stats["status"] = "reading"
                 wrote = False
@@ -476,6 +537,11 @@ class Builder:
                     break
         finally:
             progress.close()
+        if check is not None:  # no batch was taken (a resumed build already at --max-tokens)
+            try:
+                encoder = self._checked(encoder, check)
+            except _EngineRejected as e:
+                encoder = e.encoder
         state.stopped = stopped
         for s in shards.SPLITS:
             entry = writers[s].flush()

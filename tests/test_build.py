@@ -153,6 +153,87 @@ def test_output_identical_for_any_number_of_workers(tmp_path):
     assert file_hashes(tmp_path / "w3") == h1
 
 
+def test_both_engines_write_the_same_shards(tmp_path):
+    """The HF reference and the fast engine (its array path, the build's) give byte-identical shards,
+    on text that includes a literal separator, a lone surrogate and mixed scripts."""
+    corpus = tmp_path / "corpus"
+    texts = make_corpus(corpus, n_files=2, docs_per_file=50)
+    write_jsonl_gz(corpus / "part_99.json.gz", [
+        {"id": "sep", "text": "before <|endoftext|> after"}, b'{"id": "sur", "text": "lone \\ud800 one"}',
+        {"id": "mix", "text": "日本語 😀 café e\u0301 \t\r\n  end  "}])
+    assert build(corpus, tmp_path / "fast", "--workers", "2") == 0
+    m = shards.load_manifest(tmp_path / "fast")
+    assert m["encoder"]["engine"] == "tiktoken" and m["repaired"]["lone_surrogates"] == 1
+    tok = tmp_path / "fast" / "tokenizer.json"
+    assert main(["--input", str(corpus), "--out", str(tmp_path / "hf"), *FAST, "--tokenizer", str(tok),
+                 "--encoder", "hf"]) == 0
+    assert shards.load_manifest(tmp_path / "hf")["encoder"]["engine"] == "hf"
+    fast, hf = file_hashes(tmp_path / "fast"), file_hashes(tmp_path / "hf")
+    assert {n: h for n, h in fast.items() if n.endswith((".bin", ".idx"))} == \
+        {n: h for n, h in hf.items() if n.endswith((".bin", ".idx"))}
+    assert_nothing_lost(tmp_path / "fast", texts + ["before <|endoftext|> after", "lone \ufffd one",
+                                                    "日本語 😀 café e\u0301 \t\r\n  end  "])
+
+
+def test_tokenizers_the_fast_engine_cannot_match_fall_back_to_hf():
+    tok = tk.train_bpe(sample_texts(30), vocab_size=300)
+    assert tk.make_encoder(tok).engine == "tiktoken"
+    plain = Tokenizer.from_str(tok.to_str())
+    plain.add_tokens(["zebra"])  # an added token that is not special: HF matches it inside text
+    enc = tk.make_encoder(plain)
+    assert enc.engine == "hf" and "not special" in enc.reason
+    assert enc.encode("a zebra") == plain.encode("a zebra", add_special_tokens=False).ids
+    with pytest.raises(tk.TokenizerError, match="cannot encode this tokenizer exactly"):
+        tk.make_encoder(plain, "tiktoken")
+    spec = json.loads(tok.to_str())
+    spec["normalizer"] = {"type": "Lowercase"}
+    enc = tk.make_encoder(Tokenizer.from_str(json.dumps(spec)))
+    assert enc.engine == "hf" and "normalizer" in enc.reason
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_failed_encoder_check_restarts_with_hf_before_writing(tmp_path, monkeypatch, workers, capsys):
+    """The check runs while the first batches encode; when it fails, the build starts over with HF and
+    the output is exactly an --encoder hf build's. (No real tokenizer is known to fail the check, so the
+    check's verdict is replaced here; everything else is the real build.)"""
+    corpus = tmp_path / "corpus"
+    texts = make_corpus(corpus, n_files=2, docs_per_file=40)
+    assert build(corpus, tmp_path / "hf", "--encoder", "hf") == 0
+    tok = str(tmp_path / "hf" / "tokenizer.json")
+
+    def reject(fast, tok, sample=(), engine="auto"):
+        return tk.Encoder(tok, "hf", "tiktoken's ids differ from HF's (simulated)")
+    monkeypatch.setattr(tk, "verify_encoder", reject)
+    assert main(["--input", str(corpus), "--out", str(tmp_path / "fell_back"), *FAST[:-1], "--tokenizer", tok,
+                 "--workers", workers]) == 0
+    assert "encoder: hf (tiktoken's ids differ from HF's (simulated))" in capsys.readouterr().err
+    m = shards.load_manifest(tmp_path / "fell_back")
+    assert m["encoder"] == {"engine": "hf", "reason": "tiktoken's ids differ from HF's (simulated)"}
+    assert m["totals"] == shards.load_manifest(tmp_path / "hf")["totals"]
+    want = {n: h for n, h in file_hashes(tmp_path / "hf").items() if n.endswith((".bin", ".idx"))}
+    assert {n: h for n, h in file_hashes(tmp_path / "fell_back").items() if n.endswith((".bin", ".idx"))} == want
+    assert_nothing_lost(tmp_path / "fell_back", texts)
+
+    def insist(fast, tok, sample=(), engine="auto"):
+        raise tk.TokenizerError("the tiktoken engine cannot encode this tokenizer exactly: (simulated)")
+    monkeypatch.setattr(tk, "verify_encoder", insist)
+    assert main(["--input", str(corpus), "--out", str(tmp_path / "insist"), *FAST, "--tokenizer", tok,
+                 "--encoder", "tiktoken", "--workers", workers]) != 0
+    assert "cannot encode this tokenizer exactly" in capsys.readouterr().err
+    assert not list((tmp_path / "insist").glob("*.bin"))
+
+
+def test_read_parses_once_and_fingerprints_like_fingerprint(tmp_path):
+    tok = tk.train_bpe(sample_texts(30), vocab_size=300)
+    sha = tk.save(tok, tmp_path / "t.json")
+    loaded = tk.read(tmp_path / "t.json")
+    assert loaded.sha256 == sha == tk.fingerprint(tmp_path / "t.json")
+    assert loaded.spec == json.loads(tok.to_str()) and loaded.tok.to_str() == tok.to_str()
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(tk.TokenizerError, match="not a tokenizer.json"):
+        tk.read(tmp_path / "bad.json")
+
+
 def test_max_tokens_stops_after_the_document_that_reaches_it(tmp_path):
     corpus = tmp_path / "corpus"
     texts = make_corpus(corpus, n_files=3, docs_per_file=40)
