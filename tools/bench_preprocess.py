@@ -6,7 +6,9 @@ It writes a Dolma-format corpus of about --mb MB of text (the built-in default c
 with distinct ids), trains a tokenizer on it, then measures on the same documents:
 
 * raw HF ``tokenizers`` ``encode_batch`` (its own thread pool, all cores), tokens/s;
-* the raw tiktoken engine (the same merges) with 1 thread, 2 threads and 2 processes, tokens/s;
+* the raw tiktoken engine (the same merges) with 1 thread, 2 threads and 2 processes, tokens/s, through
+  ``encode_ordinary`` (lists of ints) and through ``encode_to_numpy`` (uint32 arrays, the builder's path);
+* the reader alone (read, decompress, parse) in one process: how many encoding workers it can feed;
 * the whole builder (``python -m preprocess``: read, decompress, parse, split, encode, write shards,
   manifest; process start and the encoder check included) at --workers 1 and 2, tokens/s and its
   peak RSS;
@@ -70,8 +72,10 @@ def timed(fn):
 
 
 def _tt_chunk(args):
-    tok_json, texts = args
+    tok_json, texts, arrays = args
     enc = _worker_encoder(tok_json)
+    if arrays:
+        return sum(len(enc.encode_to_numpy(t, disallowed_special=())) for t in texts)
     return sum(len(enc.encode_ordinary(t)) for t in texts)
 
 
@@ -158,9 +162,21 @@ def main(argv=None) -> None:
     with ThreadPoolExecutor(2) as ex:
         t_tt2 = best(lambda: timed(lambda: sum(ex.map(lambda c: sum(len(tt.encode_ordinary(t)) for t in c),
                                                       chunks)))[1], args.repeat)
+    # tiktoken's array output (encode_to_numpy: no Python int per token) is the path the builder takes
+    n_arr, t_tta = best(lambda: timed(lambda: sum(len(tt.encode_to_numpy(t, disallowed_special=())) for t in texts)),
+                        args.repeat)
+    assert n_arr == n_tokens
     with get_context("fork").Pool(2) as pool:
-        pool.map(_tt_chunk, [(tok_json, ["warm up"])] * 2)
-        t_ttp = best(lambda: timed(lambda: sum(pool.map(_tt_chunk, [(tok_json, c) for c in chunks])))[1], args.repeat)
+        pool.map(_tt_chunk, [(tok_json, ["warm up"], False)] * 2)
+        t_ttp = best(lambda: timed(lambda: sum(pool.map(_tt_chunk, [(tok_json, c, False) for c in chunks])))[1],
+                     args.repeat)
+        t_ttpa = best(lambda: timed(lambda: sum(pool.map(_tt_chunk, [(tok_json, c, True) for c in chunks])))[1],
+                      args.repeat)
+
+    # --- the reader alone, in one process: what the build's main process can feed its workers
+    def read_all():
+        return sum(1 for inp in inputs for r in readers.read_records(inp) if isinstance(r, readers.Record))
+    _, t_read = best(lambda: timed(read_all), args.repeat)
 
     # --- the whole builder, alternating worker counts so a burst of load hits both alike
     runs = {1: [], 2: []}
@@ -178,6 +194,8 @@ def main(argv=None) -> None:
         ("raw tiktoken, 1 thread", rate(n_tokens, t_tt1), ""),
         ("raw tiktoken, 2 threads", rate(n_tokens, t_tt2), ""),
         ("raw tiktoken, 2 processes", rate(n_tokens, t_ttp), ""),
+        ("raw tiktoken arrays, 1 thread", rate(n_tokens, t_tta), "encode_to_numpy: the builder's path"),
+        ("raw tiktoken arrays, 2 processes", rate(n_tokens, t_ttpa), "the fastest raw engine on 2 cores"),
         ("builder --workers 1 (whole build)", rate(n1, b1), f"{b1:.2f} s, peak RSS {rss1 / 2**20:.0f} MiB"),
         ("builder --workers 2 (whole build)", rate(n2, b2), f"{b2:.2f} s, peak RSS {rss2 / 2**20:.0f} MiB"),
         ("builder --workers 1 (encoding phase)", rate(n1, e1), "read+parse+split+encode+write"),
@@ -194,7 +212,12 @@ def main(argv=None) -> None:
           f"encoding phase {rate(n2, e2) / rate(n_tokens, t_tt2):.2f}  (target >= 0.9)")
     print(f"builder -w2 / raw tiktoken 2 processes  {rate(n2, b2) / rate(n_tokens, t_ttp):>6.2f}   "
           f"encoding phase {rate(n2, e2) / rate(n_tokens, t_ttp):.2f}")
+    print(f"builder -w2 / raw arrays 2 processes    {rate(n2, b2) / rate(n_tokens, t_ttpa):>6.2f}   "
+          f"encoding phase {rate(n2, e2) / rate(n_tokens, t_ttpa):.2f}")
     print(f"builder scaling -w2 / -w1               {b1 / b2:>6.2f}x  encoding phase {e1 / e2:.2f}x")
+    print(f"reader alone, 1 process                 {mb / t_read:>6.0f} MB/s of text = "
+          f"{rate(n_tokens, t_read):.0f}M tokens/s: the main process feeds up to "
+          f"~{rate(n_tokens, t_read) / rate(n_tokens, t_tta):.0f} workers")
     print(f"peak RSS of a build                     {max(rss1, rss2) / 2**20:>6.0f} MiB (target < 2048)")
     print(f"\nBPE training, vocab {args.vocab_size}: builder path {mb / t_ours:.2f} MB/s ({t_ours:.1f} s), "
           f"raw HF trainer on in-memory texts {mb / t_raw:.2f} MB/s ({t_raw:.1f} s); same vocabulary: "
