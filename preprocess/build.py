@@ -72,9 +72,12 @@ class Batch:
 
 @dataclass
 class Encoded:
-    flat: np.ndarray          # the ids of all documents of the batch, one after another
-    lengths: np.ndarray       # (n_docs,) ids per document
-    is_val: list[bool]
+    """One encoded batch, laid out for the shard writers: per split, its documents in stream order,
+    each one's separator then its ids (one buffer per split is much cheaper to hand between processes
+    and to write than a thousand small ones)."""
+    tokens: dict[str, np.ndarray]  # split -> separators and ids
+    lengths: np.ndarray            # (n_docs,) ids per document, stream order
+    is_val: np.ndarray             # (n_docs,) bool
     repaired: int
     text_bytes: int
 
@@ -85,10 +88,9 @@ def split_is_val(key: str, val_fraction: float) -> bool:
 
 
 def _encode(encoder: tk.Encoder, texts: list[str], ids: list[str | None], val_fraction: float,
-            np_dtype: np.dtype) -> Encoded:
-    """Encode one batch: repair lone surrogates, pick each document's split, and return its ids as
-    one flat array plus per-document lengths (one buffer is much cheaper to hand between processes
-    than a thousand small ones)."""
+            np_dtype: np.dtype, eot: int) -> Encoded:
+    """Encode one batch: repair lone surrogates, pick each document's split, and lay the ids out per
+    split with a separator before every document."""
     repaired, text_bytes, is_val, clean = 0, 0, [], []
     for text, doc_id in zip(texts, ids):
         try:
@@ -105,7 +107,13 @@ def _encode(encoder: tk.Encoder, texts: list[str], ids: list[str | None], val_fr
         flat = np.concatenate(encoded, dtype=np_dtype, casting="unsafe")  # ids < vocab size fit np_dtype
     else:
         flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np_dtype, count=int(lengths.sum()))
-    return Encoded(flat, lengths, is_val, repaired, text_bytes)
+    # a separator before every document, then each split's documents, in stream order
+    stream = np.insert(flat, np.cumsum(lengths) - lengths, np_dtype.type(eot))
+    val = np.array(is_val, dtype=bool)
+    in_val = np.repeat(val, lengths + 1)
+    tokens = {"train": stream[~in_val], "val": stream[in_val]} if val.any() else {"train": stream,
+                                                                                  "val": stream[:0]}
+    return Encoded(tokens, lengths, val, repaired, text_bytes)
 
 
 # -- worker processes ------------------------------------------------------------------------------
@@ -115,8 +123,8 @@ def _encode(encoder: tk.Encoder, texts: list[str], ids: list[str | None], val_fr
 _WORKER: dict = {}
 
 
-def _worker_init(encoder: tk.Encoder, val_fraction: float, np_dtype: np.dtype) -> None:
-    _WORKER.update(encoder=encoder, val_fraction=val_fraction, np_dtype=np_dtype)
+def _worker_init(encoder: tk.Encoder, val_fraction: float, np_dtype: np.dtype, eot: int) -> None:
+    _WORKER.update(encoder=encoder, val_fraction=val_fraction, np_dtype=np_dtype, eot=eot)
     parent = os.getppid()
 
     def watch() -> None:  # a worker must not outlive a build killed with kill -9
@@ -128,16 +136,16 @@ def _worker_init(encoder: tk.Encoder, val_fraction: float, np_dtype: np.dtype) -
 
 def _worker_encode(texts: list[str], ids: list[str | None]) -> Encoded:
     w = _WORKER
-    return _encode(w["encoder"], texts, ids, w["val_fraction"], w["np_dtype"])
+    return _encode(w["encoder"], texts, ids, w["val_fraction"], w["np_dtype"], w["eot"])
 
 
 def _ordered(batches: Iterable[Batch], encoder: tk.Encoder, val_fraction: float, np_dtype: np.dtype,
-             workers: int) -> Iterator[tuple[Batch, Encoded]]:
+             eot: int, workers: int) -> Iterator[tuple[Batch, Encoded]]:
     """``(batch, encoded)`` in input order. With one worker all in this process; with more, ``workers``
     processes encode while this one reads and writes, up to 2*workers+1 batches in flight."""
     if workers <= 1:
         for b in batches:
-            yield b, _encode(encoder, b.texts, b.ids, val_fraction, np_dtype)
+            yield b, _encode(encoder, b.texts, b.ids, val_fraction, np_dtype, eot)
         return
     # fork on Linux: workers start in milliseconds with the encoder already built (spawn costs ~0.35 s
     # of imports and tokenizer rebuilding per worker). HF tokenizers turns its own thread pool off in a
@@ -146,7 +154,7 @@ def _ordered(batches: Iterable[Batch], encoder: tk.Encoder, val_fraction: float,
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     ex = ProcessPoolExecutor(workers, mp_context=context,
-                             initializer=_worker_init, initargs=(encoder, val_fraction, np_dtype))
+                             initializer=_worker_init, initargs=(encoder, val_fraction, np_dtype, eot))
     try:
         inflight: deque = deque()
         for b in batches:
@@ -481,29 +489,30 @@ class Builder:
         text_bytes = 0
         try:
             batches = self.batches(inputs, start, skip) if not stopped else iter(())
-            for batch, enc in _ordered(batches, encoder, o.val_fraction, np_dtype, o.workers):
+            for batch, enc in _ordered(batches, encoder, o.val_fraction, np_dtype, eot, o.workers):
                 if check is not None:  # before the first batch changes anything
                     encoder, check = self._checked(encoder, check), None
                 stats = state.input_stats[batch.input_index]
                 stats["status"] = "reading"
                 wrote = False
-                docs = np.split(enc.flat, np.cumsum(enc.lengths)[:-1]) if len(enc.lengths) else []
-                limit = len(docs)
-                for k, (doc, is_val) in enumerate(zip(docs, enc.is_val)):
-                    split = "val" if is_val else "train"
-                    entry = writers[split].add(doc)
-                    n = len(doc) + 1
-                    stats["documents"] += 1
-                    stats["tokens"] += n
-                    state.totals[split]["documents"] += 1
-                    state.totals[split]["tokens"] += n
-                    if entry:
-                        state.shards.append(entry)
-                        wrote = True
-                    if o.max_tokens is not None and state.total_tokens() >= o.max_tokens:
-                        limit, stopped = k + 1, True
-                        break
-                end = batch.end if limit == len(docs) else batch.positions[limit - 1] + 1
+                limit = len(enc.lengths)
+                if o.max_tokens is not None and limit:
+                    # stop after the document that brings the total to --max-tokens
+                    reached = state.total_tokens() + np.cumsum(enc.lengths + 1)
+                    if reached[-1] >= o.max_tokens:
+                        limit, stopped = int(np.searchsorted(reached, o.max_tokens, side="left")) + 1, True
+                for split in shards.SPLITS:
+                    lengths = enc.lengths[:limit][enc.is_val[:limit] == (split == "val")]
+                    if not len(lengths):
+                        continue
+                    n = int(lengths.sum()) + len(lengths)
+                    entries = writers[split].add_block(enc.tokens[split][:n], lengths)
+                    state.shards += entries
+                    wrote = wrote or bool(entries)
+                    for counts in (stats, state.totals[split]):
+                        counts["documents"] += len(lengths)
+                        counts["tokens"] += n
+                end = batch.end if limit == len(enc.lengths) else batch.positions[limit - 1] + 1
                 for pos, reason in batch.skipped:
                     if pos < end:
                         stats["skipped"][reason] = stats["skipped"].get(reason, 0) + 1

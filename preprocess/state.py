@@ -61,9 +61,9 @@ class BuildState:
             self.next_index[split] = w.index
             if not w.pending_documents:
                 continue
-            tokens, offsets = w.pending()
+            parts, offsets = w.pending_parts()
             stem = f"pending_{self.seq:06d}_{split}"
-            shards.atomic_write_bytes(d / f"{stem}.tok", tokens.tobytes())
+            shards.atomic_write_parts(d / f"{stem}.tok", parts)
             shards.atomic_write_bytes(d / f"{stem}.off", offsets.tobytes())
             self.pending[split] = stem
 

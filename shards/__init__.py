@@ -18,7 +18,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -191,35 +191,55 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 22) -> str:
 # ---------------------------------------------------------------------------------------------------
 # writing shards
 
-def write_shard(directory: str | os.PathLike, split: str, index: int, tokens: np.ndarray,
+def write_shard(directory: str | os.PathLike, split: str, index: int, tokens: np.ndarray | Sequence[np.ndarray],
                 doc_offsets: np.ndarray) -> dict:
     """Write one shard (``.idx`` then ``.bin``, each atomically) and return its manifest entry.
 
-    ``tokens`` must already hold the separator before every document, and ``doc_offsets`` the
-    position of each separator; both are checked, since a wrong index silently corrupts training.
+    ``tokens`` (one array, or consecutive pieces written one after another without joining them)
+    must already hold the separator before every document, and ``doc_offsets`` the position of each
+    separator; both are checked, since a wrong index silently corrupts training.
     """
     directory = Path(directory)
-    tokens = np.ascontiguousarray(tokens)
-    if tokens.dtype not in DTYPES.values():
-        raise ValueError(f"shard tokens must be uint16 or uint32 little-endian, got {tokens.dtype}")
+    parts = [np.ascontiguousarray(t) for t in ([tokens] if isinstance(tokens, np.ndarray) else tokens)]
+    for t in parts:
+        if t.dtype not in DTYPES.values() or t.ndim != 1:
+            raise ValueError(f"shard tokens must be 1-D uint16 or uint32 little-endian, got {t.dtype}")
+    if len({t.dtype for t in parts}) > 1:
+        raise ValueError("shard token pieces must share one dtype")
+    n_tokens = sum(len(t) for t in parts)
     offsets = np.ascontiguousarray(doc_offsets, dtype=INDEX_DTYPE)
-    if len(tokens) and (len(offsets) == 0 or offsets[0] != 0):
+    if n_tokens and (len(offsets) == 0 or offsets[0] != 0):
         raise ValueError("the first document of a shard must start at offset 0")
     if len(offsets) > 1 and np.any(np.diff(offsets.astype(np.int64)) <= 0):
         raise ValueError("document offsets must be strictly increasing")
+    if len(offsets) and int(offsets[-1]) >= n_tokens:
+        raise ValueError("a document offset lies beyond the shard's tokens")
     name = shard_file_name(split, index)
     atomic_write_bytes(directory / index_file_name(name), offsets.tobytes())
-    data = tokens.tobytes()
-    atomic_write_bytes(directory / name, data)
-    return {"split": split, "file": name, "tokens": int(len(tokens)), "documents": int(len(offsets)),
-            "sha256": hashlib.sha256(data).hexdigest()}
+    digest = atomic_write_parts(directory / name, parts)
+    return {"split": split, "file": name, "tokens": int(n_tokens), "documents": int(len(offsets)),
+            "sha256": digest}
+
+
+def atomic_write_parts(path: str | os.PathLike, parts: Iterable[np.ndarray]) -> str:
+    """Write arrays one after another as one file, atomically, without joining them in memory;
+    returns the sha256 of the file's bytes."""
+    h = hashlib.sha256()
+    with atomic_open(path, "wb") as f:
+        for part in parts:
+            view = memoryview(np.ascontiguousarray(part)).cast("B")
+            h.update(view)
+            f.write(view)
+    return h.hexdigest()
 
 
 class ShardWriter:
     """Collects encoded documents of one split and writes a shard whenever ``shard_tokens`` is reached.
 
     A shard closes after the document that brings it to at least ``shard_tokens`` tokens (documents
-    are never split), so a shard can exceed the target by less than one document.
+    are never split), so a shard can exceed the target by less than one document. Documents come in
+    blocks (:meth:`add_block`: many documents with their separators, as the build's workers return
+    them), so the cost per document is numpy's, not Python's.
     """
 
     def __init__(self, directory: str | os.PathLike, split: str, dtype: str, eot_id: int, shard_tokens: int,
@@ -232,9 +252,10 @@ class ShardWriter:
         self.eot_id = eot_id
         self.shard_tokens = shard_tokens
         self.index = start_index
-        self._parts: list[np.ndarray] = []
-        self._offsets: list[int] = []
+        self._parts: list[np.ndarray] = []    # pieces of the shard being filled, in order
+        self._offsets: list[np.ndarray] = []  # their documents' separator offsets within the shard
         self._n_tokens = 0
+        self._n_docs = 0
 
     @property
     def pending_tokens(self) -> int:
@@ -242,22 +263,51 @@ class ShardWriter:
 
     @property
     def pending_documents(self) -> int:
-        return len(self._offsets)
+        return self._n_docs
 
-    def add(self, doc_tokens: np.ndarray) -> dict | None:
+    def add(self, doc_tokens) -> dict | None:
         """Append one document (its ids, without separator); returns the shard entry if one was written."""
-        self._offsets.append(self._n_tokens)
-        self._parts.append(np.array([self.eot_id], dtype=self.dtype))
-        self._parts.append(np.asarray(doc_tokens, dtype=self.dtype))
-        self._n_tokens += 1 + len(doc_tokens)
-        if self._n_tokens >= self.shard_tokens:
-            return self.flush()
-        return None
+        doc = np.asarray(doc_tokens, dtype=self.dtype)
+        block = np.empty(len(doc) + 1, dtype=self.dtype)
+        block[0] = self.eot_id
+        block[1:] = doc
+        entries = self.add_block(block, np.array([len(doc)], dtype=np.int64))
+        return entries[0] if entries else None
+
+    def add_block(self, tokens: np.ndarray, lengths: np.ndarray) -> list[dict]:
+        """Append consecutive documents: ``tokens`` holds each one's separator then its ids, and
+        ``lengths`` their id counts (separators excluded). Returns the entries of the shards written."""
+        lengths = np.asarray(lengths, dtype=np.int64)
+        ends = np.cumsum(lengths + 1)  # each document's end within the block
+        if len(tokens) != (int(ends[-1]) if len(ends) else 0) or tokens.dtype != self.dtype:
+            raise ValueError(f"a block of {len(lengths)} documents needs {int(ends[-1]) if len(ends) else 0} "
+                             f"{self.dtype} tokens, got {len(tokens)} {tokens.dtype}")
+        entries = []
+        done_tok = done_doc = 0
+        while done_doc < len(lengths):
+            # the first document whose end brings the shard to shard_tokens closes it
+            k = int(np.searchsorted(ends, done_tok + self.shard_tokens - self._n_tokens, side="left"))
+            last = min(k, len(lengths) - 1)
+            stop = int(ends[last])
+            starts = ends[done_doc:last + 1] - (lengths[done_doc:last + 1] + 1)
+            self._offsets.append(starts - done_tok + self._n_tokens)
+            self._parts.append(tokens[done_tok:stop])
+            self._n_tokens += stop - done_tok
+            self._n_docs += last + 1 - done_doc
+            done_tok, done_doc = stop, last + 1
+            if k < len(lengths):
+                entries.append(self.flush())
+        return entries
+
+    def pending_parts(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """The buffered token pieces and the offsets not yet written (for saving resumable state)."""
+        offsets = np.concatenate(self._offsets).astype(INDEX_DTYPE) if self._offsets else np.zeros(0, INDEX_DTYPE)
+        return list(self._parts), offsets
 
     def pending(self) -> tuple[np.ndarray, np.ndarray]:
-        """The buffered tokens and offsets not yet written (for saving resumable state)."""
-        tokens = np.concatenate(self._parts) if self._parts else np.zeros(0, self.dtype)
-        return tokens, np.asarray(self._offsets, dtype=INDEX_DTYPE)
+        """The buffered tokens, joined, and offsets not yet written."""
+        parts, offsets = self.pending_parts()
+        return (np.concatenate(parts) if parts else np.zeros(0, self.dtype)), offsets
 
     def restore(self, tokens: np.ndarray, offsets: np.ndarray) -> None:
         """Put back a buffer returned by :meth:`pending` (the writer must be empty)."""
@@ -265,17 +315,18 @@ class ShardWriter:
             raise RuntimeError("restore() on a writer that already holds documents")
         if len(tokens):
             self._parts = [np.asarray(tokens, dtype=self.dtype)]
-        self._offsets = [int(o) for o in offsets]
+            self._offsets = [np.asarray(offsets, dtype=np.int64)]
         self._n_tokens = int(len(tokens))
+        self._n_docs = int(len(offsets))
 
     def flush(self) -> dict | None:
         """Write whatever is buffered as the next shard; None when the buffer is empty."""
-        if not self._offsets:
+        if not self._n_docs:
             return None
-        tokens, offsets = self.pending()
-        entry = write_shard(self.directory, self.split, self.index, tokens, offsets)
+        parts, offsets = self.pending_parts()
+        entry = write_shard(self.directory, self.split, self.index, parts, offsets)
         self.index += 1
-        self._parts, self._offsets, self._n_tokens = [], [], 0
+        self._parts, self._offsets, self._n_tokens, self._n_docs = [], [], 0, 0
         return entry
 
 
