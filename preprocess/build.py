@@ -40,6 +40,7 @@ from preprocess.state import (BuildState, clear_output, has_foreign_output, load
                               save_state)
 
 BATCH_CHARS = 1 << 20  # text per encode batch: large enough to amortise hand-offs, small for memory
+CHUNK_BYTES = 1 << 20  # JSONL per batch, parsed by the worker that encodes it
 BATCH_DOCS = 4096
 # the fast engine must give HF's ids on the first documents before its output is used: this many, or
 # this much text (about 60k tokens; HF encodes them in about 0.1 s, while the first batches encode; the
@@ -55,10 +56,13 @@ class BuildError(Exception):
 
 @dataclass
 class Batch:
-    """Consecutive records of one input, in order, plus what ends the batch.
+    """Consecutive items of one input, in order, plus what ends the batch. Either
 
-    ``positions[k]`` is the index (among all records and skips the reader yielded for this input) of
-    document ``k``; ``end`` is how many of those items have been consumed after this batch.
+    * records read here (parquet, txt, hf:): ``texts`` and ``ids``; ``positions[k]`` is the index
+      (among all records and skips the reader yielded for this input) of document ``k``, and ``end``
+      how many of those items have been consumed after this batch; or
+    * ``raw``, whole JSONL lines for a worker to parse (:func:`readers.line_chunks`): its items are
+      counted there, and ``first_line``, ``byte_end`` and ``line_end`` place it in the input.
     """
     input_index: int
     texts: list[str] = field(default_factory=list)
@@ -68,6 +72,10 @@ class Batch:
     end: int = 0
     done: bool = False        # the input was read to its end
     bad: str | None = None    # the input failed: the error
+    raw: bytes | None = None
+    first_line: int = 0       # lines of the input before this chunk
+    byte_end: int = 0         # decompressed bytes of the input read after this chunk
+    line_end: int = 0         # lines of the input read after this chunk
 
 
 @dataclass
@@ -80,6 +88,10 @@ class Encoded:
     is_val: np.ndarray             # (n_docs,) bool
     repaired: int
     text_bytes: int
+    # raw batches only, from the worker that parsed the lines:
+    items: int = 0                                    # records and skips in the chunk
+    positions: np.ndarray | None = None               # (n_docs,) each document's item index in the chunk
+    skipped: list = field(default_factory=list)       # [(item index in the chunk, readers.Skipped)]
 
 
 def split_is_val(key: str, val_fraction: float) -> bool:
@@ -139,13 +151,45 @@ def _worker_encode(texts: list[str], ids: list[str | None]) -> Encoded:
     return _encode(w["encoder"], texts, ids, w["val_fraction"], w["np_dtype"], w["eot"])
 
 
+def _worker_encode_lines(raw: bytes, first_line: int, text_field: str) -> Encoded:
+    w = _WORKER
+    return _encode_lines(w["encoder"], raw, first_line, text_field, w["val_fraction"], w["np_dtype"], w["eot"])
+
+
+def _encode_lines(encoder: tk.Encoder, raw: bytes, first_line: int, text_field: str, val_fraction: float,
+                  np_dtype: np.dtype, eot: int) -> Encoded:
+    """Parse a chunk of JSONL lines (as the readers do) and encode its documents."""
+    items = readers.parse_lines(raw, first_line, text_field)
+    texts, ids, positions, skipped = [], [], [], []
+    for k, item in enumerate(items):
+        if type(item) is readers.Record:
+            texts.append(item.text)
+            ids.append(item.id)
+            positions.append(k)
+        else:
+            skipped.append((k, item))
+    enc = _encode(encoder, texts, ids, val_fraction, np_dtype, eot)
+    enc.items, enc.positions, enc.skipped = len(items), np.array(positions, dtype=np.int64), skipped
+    return enc
+
+
+def _empty(np_dtype: np.dtype) -> Encoded:
+    none = np.zeros(0, dtype=np_dtype)
+    return Encoded({"train": none, "val": none}, np.zeros(0, np.int64), np.zeros(0, bool), 0, 0,
+                   positions=np.zeros(0, np.int64))
+
+
 def _ordered(batches: Iterable[Batch], encoder: tk.Encoder, val_fraction: float, np_dtype: np.dtype,
-             eot: int, workers: int) -> Iterator[tuple[Batch, Encoded]]:
+             eot: int, workers: int, text_field: str) -> Iterator[tuple[Batch, Encoded]]:
     """``(batch, encoded)`` in input order. With one worker all in this process; with more, ``workers``
-    processes encode while this one reads and writes, up to 2*workers+1 batches in flight."""
+    processes parse and encode while this one reads and writes, up to 2*workers+1 batches in flight."""
     if workers <= 1:
         for b in batches:
-            yield b, _encode(encoder, b.texts, b.ids, val_fraction, np_dtype, eot)
+            if b.raw:
+                yield b, _encode_lines(encoder, b.raw, b.first_line, text_field, val_fraction, np_dtype, eot)
+            else:
+                yield b, (_encode(encoder, b.texts, b.ids, val_fraction, np_dtype, eot) if b.texts
+                          else _empty(np_dtype))
         return
     # fork on Linux: workers start in milliseconds with the encoder already built (spawn costs ~0.35 s
     # of imports and tokenizer rebuilding per worker). HF tokenizers turns its own thread pool off in a
@@ -158,13 +202,17 @@ def _ordered(batches: Iterable[Batch], encoder: tk.Encoder, val_fraction: float,
     try:
         inflight: deque = deque()
         for b in batches:
-            inflight.append((b, ex.submit(_worker_encode, b.texts, b.ids)))
+            if b.raw:
+                fut = ex.submit(_worker_encode_lines, b.raw, b.first_line, text_field)
+            else:  # an input's end or failure carries no documents: no round trip
+                fut = ex.submit(_worker_encode, b.texts, b.ids) if b.texts else None
+            inflight.append((b, fut))
             if len(inflight) > 2 * workers:
                 item, fut = inflight.popleft()
-                yield item, fut.result()
+                yield item, fut.result() if fut is not None else _empty(np_dtype)
         while inflight:
             item, fut = inflight.popleft()
-            yield item, fut.result()
+            yield item, fut.result() if fut is not None else _empty(np_dtype)
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
 
@@ -251,11 +299,12 @@ class Builder:
                              f"use fewer parts than files")
         return selected
 
-    def records(self, inputs, start: int = 0, skip: int = 0, progress: bool = True) -> Iterator[tuple[int, int, object]]:
-        """``(input index, item index, Record | Skipped | BadInputFile)`` from input ``start`` on,
-        skipping the first ``skip`` items of that input (consumed before an interruption).
-        ``progress``: feed the bytes read to the encoding pass's bar (not for the samples)."""
-        for i in range(start, len(inputs)):
+    def records(self, inputs, start: int = 0, skip: int = 0, progress: bool = True,
+                stop: int | None = None) -> Iterator[tuple[int, int, object]]:
+        """``(input index, item index, Record | Skipped | BadInputFile | None)`` from input ``start`` to
+        ``stop``, skipping the first ``skip`` items of input ``start`` (consumed before an interruption);
+        None ends an input. ``progress``: feed the bytes read to the encoding pass's bar (not for the samples)."""
+        for i in range(start, len(inputs) if stop is None else stop):
             n = 0
             try:
                 on_bytes = (lambda n, i=i: self.progress.read_bytes(i, n)) if self.progress and progress else None
@@ -278,11 +327,32 @@ class Builder:
             self.log("further skipped records are only counted (see the manifest's \"skipped\")")
         self.reported_skips += 1
 
-    def batches(self, inputs, start: int, skip: int) -> Iterator[Batch]:
-        batch, chars = Batch(start, end=skip), 0
-        for i, n, item in self.records(inputs, start, skip):
-            if i != batch.input_index:
-                batch, chars = Batch(i), 0
+    def batches(self, inputs, start: int, skip: int, resume: list | None = None) -> Iterator[Batch]:
+        """The batches of every input from ``start`` on; ``skip`` items of input ``start`` were consumed
+        before an interruption (and ``resume``, [bytes, lines], says where they end in a JSONL input)."""
+        for i in range(start, len(inputs)):
+            if inputs[i].kind in readers.LINE_KINDS:
+                yield from self._chunk_batches(inputs, i, *(resume or (0, 0)) if i == start else (0, 0))
+            else:
+                yield from self._record_batches(inputs, i, skip if i == start else 0)
+
+    def _chunk_batches(self, inputs, i: int, byte_start: int, line_start: int) -> Iterator[Batch]:
+        on_bytes = (lambda n: self.progress.read_bytes(i, n)) if self.progress else None
+        byte_end, line_end = byte_start, line_start
+        try:
+            for chunk, newlines in readers.line_chunks(inputs[i], CHUNK_BYTES, byte_start, line_start,
+                                                       on_bytes=on_bytes):
+                byte_end += len(chunk)
+                yield Batch(i, raw=chunk, first_line=line_end, byte_end=byte_end, line_end=line_end + newlines)
+                line_end += newlines
+        except readers.BadInputFile as e:
+            yield Batch(i, bad=str(e), byte_end=byte_end, line_end=line_end)
+            return
+        yield Batch(i, done=True, byte_end=byte_end, line_end=line_end)
+
+    def _record_batches(self, inputs, i: int, skip: int) -> Iterator[Batch]:
+        batch, chars = Batch(i, end=skip), 0
+        for _, n, item in self.records(inputs, i, skip, stop=i + 1):
             if isinstance(item, readers.Record):
                 batch.texts.append(item.text)
                 batch.ids.append(item.id)
@@ -300,7 +370,6 @@ class Builder:
                 batch.done = item is None
                 batch.bad = None if item is None else str(item)
                 yield batch
-                batch, chars = Batch(i + 1), 0
 
     # -- tokenizer -------------------------------------------------------------------------------
 
@@ -487,11 +556,20 @@ class Builder:
         progress = self.progress = Progress(inputs, state, disable=o.quiet)
         stopped = state.stopped
         text_bytes = 0
+        items = skip  # items of the current input consumed (raw batches are counted by their workers)
         try:
-            batches = self.batches(inputs, start, skip) if not stopped else iter(())
-            for batch, enc in _ordered(batches, encoder, o.val_fraction, np_dtype, eot, o.workers):
+            batches = self.batches(inputs, start, skip, state.resume) if not stopped else iter(())
+            for batch, enc in _ordered(batches, encoder, o.val_fraction, np_dtype, eot, o.workers, o.text_field):
                 if check is not None:  # before the first batch changes anything
                     encoder, check = self._checked(encoder, check), None
+                if inputs[batch.input_index].kind not in readers.LINE_KINDS:  # read here, counted here
+                    positions, skipped, batch_end = batch.positions, batch.skipped, batch.end
+                else:  # parsed by a worker (or an input's end): its items follow those consumed so far
+                    positions = items + enc.positions
+                    for k, item in enc.skipped:
+                        self._report_skip(inputs[batch.input_index], item)
+                    skipped = [(items + k, item.reason) for k, item in enc.skipped]
+                    batch_end = items + enc.items
                 stats = state.input_stats[batch.input_index]
                 stats["status"] = "reading"
                 wrote = False
@@ -501,6 +579,7 @@ class Builder:
                     reached = state.total_tokens() + np.cumsum(enc.lengths + 1)
                     if reached[-1] >= o.max_tokens:
                         limit, stopped = int(np.searchsorted(reached, o.max_tokens, side="left")) + 1, True
+                        state.stopped = True  # saved with this batch's shards: a rerun must not read on
                 for split in shards.SPLITS:
                     lengths = enc.lengths[:limit][enc.is_val[:limit] == (split == "val")]
                     if not len(lengths):
@@ -512,8 +591,8 @@ class Builder:
                     for counts in (stats, state.totals[split]):
                         counts["documents"] += len(lengths)
                         counts["tokens"] += n
-                end = batch.end if limit == len(enc.lengths) else batch.positions[limit - 1] + 1
-                for pos, reason in batch.skipped:
+                end = batch_end if limit == len(enc.lengths) else int(positions[limit - 1]) + 1
+                for pos, reason in skipped:
                     if pos < end:
                         stats["skipped"][reason] = stats["skipped"].get(reason, 0) + 1
                         state.skipped[reason] = state.skipped.get(reason, 0) + 1
@@ -521,6 +600,9 @@ class Builder:
                 state.repaired += enc.repaired
                 text_bytes += enc.text_bytes
                 state.position = (batch.input_index, end)
+                state.resume = [batch.byte_end, batch.line_end] if inputs[batch.input_index].kind in readers.LINE_KINDS \
+                    else None
+                items = end
                 if batch.bad is not None and not stopped:
                     stats["status"] = f"bad: {batch.bad}"
                     if not o.skip_bad_files:
@@ -535,7 +617,7 @@ class Builder:
                 if batch.done and not stopped:
                     stats["status"] = "ok"
                 if batch.done or batch.bad is not None:
-                    state.position = (batch.input_index + 1, 0)
+                    state.position, state.resume, items = (batch.input_index + 1, 0), None, 0
                     progress.input_done(batch.input_index)
                 progress.update(limit, int(enc.lengths[:limit].sum()) + limit,
                                 enc.text_bytes)

@@ -331,6 +331,83 @@ def _jsonl(chunks: Iterable[bytes], text_field: str) -> Iterator[Record | Skippe
             yield _parse_line(raw, lineno + 1, text_field, loads)
 
 
+LINE_KINDS = frozenset({"jsonl", "jsonl.gz", "jsonl.zst"})
+
+
+def line_chunks(inp: InputFile, size: int = 1 << 20, skip_bytes: int = 0, first_line: int = 0,
+                retry: Retry | None = None, on_bytes: Callable[[int], None] | None = None,
+                ) -> Iterator[tuple[bytes, int]]:
+    """The decompressed bytes of a JSONL input (a kind in LINE_KINDS) as ``(chunk, newlines)`` pieces of
+    whole lines, each about ``size`` bytes (longer when one line is); only the last may end without a
+    newline. :func:`parse_lines` turns a chunk into the items :func:`read_records` would yield.
+
+    The build sends the chunks to its workers as they are, so the process that reads does little
+    more than decompress. ``skip_bytes`` (a line boundary) and ``first_line`` resume a stream where
+    an interrupted build left it. Raises ``BadInputFile`` after yielding every complete line before
+    damage.
+    """
+    line, to_skip = first_line, skip_bytes
+    pending: list[bytes] = []
+    pending_len = 0
+    try:
+        for data in byte_chunks(inp, retry, on_bytes):
+            if to_skip:
+                if len(data) <= to_skip:
+                    to_skip -= len(data)
+                    continue
+                data, to_skip = data[to_skip:], 0
+            pending.append(data)
+            pending_len += len(data)
+            if pending_len < size:
+                continue
+            buf = b"".join(pending) if len(pending) > 1 else pending[0]
+            start = 0
+            while len(buf) - start >= size:
+                cut = buf.rfind(b"\n", start, start + size) + 1
+                if cut <= start:  # one line longer than size: the chunk ends with it
+                    cut = buf.find(b"\n", start + size) + 1
+                    if not cut:
+                        break  # its end has not been read yet
+                chunk = buf[start:cut]
+                n = chunk.count(b"\n")
+                yield chunk, n
+                line += n
+                start = cut
+            pending = [buf[start:]] if start < len(buf) else []
+            pending_len = len(buf) - start
+    except CorruptStream as e:
+        buf = b"".join(pending)
+        cut = buf.rfind(b"\n") + 1
+        if cut:  # the complete lines before the damage
+            n = buf.count(b"\n", 0, cut)
+            yield buf[:cut], n
+            line += n
+        after = f"after line {line:,} (every complete record before it was read)" if line else "before its first record"
+        raise BadInputFile(inp.path, f"{e}, {after}; re-download the file, or pass --skip-bad-files "
+                                     f"to go on without the rest of it") from None
+    except OSError as e:
+        raise BadInputFile(inp.path, f"cannot read it ({e.strerror or e}); check that it exists and "
+                                     f"is readable") from None
+    if to_skip:
+        raise BadInputFile(inp.path, f"is shorter than when the build started ({skip_bytes:,} bytes were read "
+                                     f"from it then); restore it, or use --overwrite to start over")
+    if pending:
+        buf = b"".join(pending)
+        yield buf, buf.count(b"\n")
+
+
+def parse_lines(chunk: bytes, first_line: int, text_field: str = "text") -> list[Record | Skipped]:
+    """The items of a :func:`line_chunks` chunk whose first line is line ``first_line + 1``."""
+    items = []
+    lineno = first_line
+    loads = json.loads
+    for raw in chunk.split(b"\n"):
+        lineno += 1
+        if raw and not raw.isspace():
+            items.append(_parse_line(raw, lineno, text_field, loads))
+    return items
+
+
 def _parse_line(raw: bytes, lineno: int, text_field: str, loads: Callable) -> Record | Skipped:
     # orjson takes the bytes as they are and is 2-3x faster; it refuses everything outside strict JSON
     # in valid UTF-8, and those lines (lone-surrogate escapes, NaN, huge numbers, bad bytes, garbage)

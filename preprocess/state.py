@@ -18,7 +18,7 @@ import shards
 
 STATE_DIR = ".build"
 STATE_NAME = "state.json"
-STATE_VERSION = 1
+STATE_VERSION = 2
 _SHARD_FILE = re.compile(r"^(train|val)_\d{6}\.(bin|idx)$")
 # what an atomic write killed half-way leaves: shards.atomic_open's ".NAME.XXXX.tmp", tokenizer.save's
 # ".tokenizer.json.tmp", the builder's ".tokenizer.json.copy"
@@ -32,6 +32,7 @@ class BuildState:
     inputs: list                       # [path, kind, size] of every input, to notice a changed input list
     tokenizer_sha256: str | None = None
     position: tuple = (0, 0)           # (input index, items of it consumed)
+    resume: list | None = None         # for a JSONL input: [decompressed bytes, lines] of it consumed
     input_stats: list = field(default_factory=list)
     totals: dict = field(default_factory=lambda: {s: {"tokens": 0, "documents": 0} for s in shards.SPLITS})
     skipped: dict = field(default_factory=dict)

@@ -293,3 +293,58 @@ def test_on_bytes_reports_every_source_byte_as_it_reads(tmp_path):
             counts_at_first_record = sum(seen)
     assert sum(seen) == path.stat().st_size
     assert 0 < counts_at_first_record <= sum(seen)
+
+
+# --- line chunks: what the build's workers parse must be what read_records yields ------------------
+
+def chunked_items(inp, size, skip_bytes=0, first_line=0, text_field="text"):
+    items, line = [], first_line
+    for chunk, newlines in readers.line_chunks(inp, size, skip_bytes, first_line):
+        assert chunk.count(b"\n") == newlines
+        items += readers.parse_lines(chunk, line, text_field)
+        line += newlines
+    return items
+
+
+@settings(max_examples=60, deadline=None)
+@given(lines=st.lists(st.sampled_from(BAD_JSONL.split(b"\n")[:-1] + [
+    b"", b"   ", b'{"text": "crlf"}\r', b'{"text": "' + b"long " * 300 + b'"}', b'{"id": 3, "text": "x"}']),
+    max_size=40), last=st.sampled_from([b"", b'{"text": "no newline at the end"}', b"  "]),
+    size=st.integers(1, 2000), compress=st.sampled_from([bytes, gz, zst]))
+def test_line_chunks_parse_to_exactly_the_records(tmp_path_factory, lines, last, size, compress):
+    data = b"".join(line + b"\n" for line in lines) + last
+    name = {bytes: "c.jsonl", gz: "c.jsonl.gz", zst: "c.jsonl.zst"}[compress]
+    path = tmp_path_factory.mktemp("c") / name
+    path.write_bytes(compress(data))
+    [inp] = resolve_inputs([str(path)])
+    want = list(read_records(inp))
+    assert chunked_items(inp, size) == want
+    # resuming at any line boundary gives the rest, numbered as before
+    boundaries = [0] + [i + 1 for i, b in enumerate(data) if b == ord("\n")]
+    for k in sorted({0, len(boundaries) // 2, len(boundaries) - 1}):
+        rest = chunked_items(inp, size, boundaries[k], k)
+        assert rest == [item for item in want if item.line > k]
+
+
+def test_line_chunks_of_a_truncated_file_end_with_the_complete_lines(tmp_path, inflater):
+    data = b"".join(json.dumps({"id": i, "text": os.urandom(30).hex()}).encode() + b"\n" for i in range(4000))
+    blob = gz(data)
+    path = tmp_path / "t.json.gz"
+    path.write_bytes(blob[: len(blob) * 3 // 4])
+    [inp] = resolve_inputs([str(path)])
+    got = []
+    with pytest.raises(BadInputFile) as exc:
+        for chunk, _ in readers.line_chunks(inp, 4096):
+            got.append(chunk)
+    text = b"".join(got)
+    n_lines = text.count(b"\n")
+    assert text.endswith(b"\n") and data.startswith(text) and 1000 < n_lines < 4000
+    assert f"after line {n_lines:,} (every complete record before it was read)" in str(exc.value)
+    assert "--skip-bad-files" in str(exc.value)
+
+
+def test_line_chunks_notice_an_input_shorter_than_at_the_start(tmp_path):
+    (tmp_path / "s.jsonl").write_bytes(docs(3))
+    [inp] = resolve_inputs([str(tmp_path / "s.jsonl")])
+    with pytest.raises(BadInputFile, match="shorter than when the build started"):
+        list(readers.line_chunks(inp, 100, skip_bytes=10_000))
