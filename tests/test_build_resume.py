@@ -56,3 +56,24 @@ def test_kill_9_mid_build_then_rerun_gives_identical_files(tmp_path):
     assert "resuming the build" in done.stderr
     assert file_hashes(out) == reference
     assert not (out / ".build").exists()
+
+
+def test_interrupted_after_max_tokens_is_reached_reruns_to_the_same_dataset(tmp_path, monkeypatch):
+    """Stopped by --max-tokens, the build is cut off just before its manifest (the last moment a kill
+    can land): the rerun must finish the same dataset, not read on past the limit."""
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, n_files=3, docs_per_file=60)
+    assert build(corpus, tmp_path / "reference", "--max-tokens", "3000") == 0
+    reference = file_hashes(tmp_path / "reference")
+    assert shards.load_manifest(tmp_path / "reference")["stopped_at_max_tokens"]
+
+    real = shards.write_manifest
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(shards, "write_manifest", killed)
+    assert build(corpus, tmp_path / "out", "--max-tokens", "3000") != 0  # "interrupted; ... run it again"
+    assert (tmp_path / "out" / ".build" / "state.json").exists()
+    monkeypatch.setattr(shards, "write_manifest", real)
+    assert build(corpus, tmp_path / "out", "--max-tokens", "3000") == 0
+    assert file_hashes(tmp_path / "out") == reference
