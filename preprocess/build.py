@@ -268,7 +268,7 @@ class Builder:
             from preprocess.default_corpus import default_corpus_dir, ensure_default_corpus
             corpus = default_corpus_dir(self.out)
             ensure_default_corpus(corpus)  # written once, then reused while its checksums hold
-            self.log(f"no --input given: building on the built-in default corpus (Python's documentation) "
+            self.note(f"no --input given: building on the built-in default corpus (Python's documentation) "
                      f"in {corpus}")
             return self._part(readers.resolve_inputs([str(corpus)])), {"source": "default corpus"}
         try:
@@ -320,10 +320,20 @@ class Builder:
                 continue
             yield i, n, None  # end of input
 
+    def note(self, msg: str) -> None:
+        """What the build is doing (not shown with --quiet); ``log`` is for what the user must know."""
+        if not self.opts.quiet:
+            self.log(msg)
+
+    def _log_encoder(self, enc: tk.Encoder) -> None:
+        # falling back to the slower engine unasked is worth a warning; the rest is a note
+        unasked_fallback = enc.engine == "hf" and self.opts.encoder != "hf"
+        (self.log if unasked_fallback else self.note)(f"encoder: {enc.engine} ({enc.reason})")
+
     def _report_skip(self, inp, item) -> None:
-        if self.reported_skips < MAX_REPORTED_SKIPS and not self.opts.quiet:
+        if self.reported_skips < MAX_REPORTED_SKIPS:
             self.log(f"skipped {inp.path}:{item.line}: {item.reason} ({item.detail})")
-        elif self.reported_skips == MAX_REPORTED_SKIPS and not self.opts.quiet:
+        elif self.reported_skips == MAX_REPORTED_SKIPS:
             self.log("further skipped records are only counted (see the manifest's \"skipped\")")
         self.reported_skips += 1
 
@@ -407,12 +417,12 @@ class Builder:
                 path.with_name(".tokenizer.json.copy").replace(path)
         elif not path.exists():
             t0 = time.perf_counter()
-            self.log(f"training a {o.vocab_size:,}-token byte-level BPE on up to the first "
+            self.note(f"training a {o.vocab_size:,}-token byte-level BPE on up to the first "
                      f"{o.tokenizer_sample_bytes / 1e6:,.0f} MB of text (--tokenizer-sample-bytes)")
             tok = tk.train_bpe(self.sample_texts(inputs, o.tokenizer_sample_bytes), vocab_size=o.vocab_size,
                                show_progress=not o.quiet and sys.stderr.isatty())
             tk.save(tok, path)
-            self.log(f"tokenizer trained in {time.perf_counter() - t0:.1f} s -> {path}")
+            self.note(f"tokenizer trained in {time.perf_counter() - t0:.1f} s -> {path}")
         # loaded and fingerprinted once, up front, when given: the copy has the same bytes
         loaded = self.given if o.tokenizer is not None else tk.read(path)
         if given_sha is not None and loaded.sha256 != given_sha:
@@ -435,7 +445,7 @@ class Builder:
         """
         candidate = tk.candidate_encoder(loaded.tok, self.opts.encoder, loaded.spec)
         if candidate.engine != "tiktoken":
-            self.log(f"encoder: {candidate.engine} ({candidate.reason})")
+            self._log_encoder(candidate)
             return candidate, None
         return candidate, EncoderCheck(lambda: tk.verify_encoder(candidate, loaded.tok, self.encoder_sample(inputs),
                                                                  self.opts.encoder))
@@ -538,7 +548,7 @@ class Builder:
         if check is None:
             return encoder
         verified = check.result()
-        self.log(f"encoder: {verified.engine} ({verified.reason})")
+        self._log_encoder(verified)
         if verified is not encoder:
             raise _EngineRejected(verified)
         return encoder
@@ -682,7 +692,7 @@ class Builder:
             path.unlink()
         inputs, _ = self.resolve()
         self.prepare_tokenizer(inputs, None)
-        self.log(f"wrote {path}; build each part with --tokenizer {path}")
+        self.note(f"wrote {path}; build each part with --tokenizer {path}")
 
 
 def _same_file_key(path: str) -> str:

@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("running")
     r.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
                    help="encoding processes (default: the CPU count); the output does not depend on it")
-    r.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    r.add_argument("--quiet", action="store_true", help="only warnings and errors: no progress bar, notes or summary")
     return p
 
 

@@ -204,8 +204,10 @@ def test_a_failed_encoder_check_restarts_with_hf_before_writing(tmp_path, monkey
     def reject(fast, tok, sample=(), engine="auto"):
         return tk.Encoder(tok, "hf", "tiktoken's ids differ from HF's (simulated)")
     monkeypatch.setattr(tk, "verify_encoder", reject)
-    assert main(["--input", str(corpus), "--out", str(tmp_path / "fell_back"), *FAST[:-1], "--tokenizer", tok,
+    capsys.readouterr()
+    assert main(["--input", str(corpus), "--out", str(tmp_path / "fell_back"), *FAST, "--tokenizer", tok,
                  "--workers", workers]) == 0
+    # a warning, shown even with --quiet: the build is slower than it would be
     assert "encoder: hf (tiktoken's ids differ from HF's (simulated))" in capsys.readouterr().err
     m = shards.load_manifest(tmp_path / "fell_back")
     assert m["encoder"] == {"engine": "hf", "reason": "tiktoken's ids differ from HF's (simulated)"}
@@ -221,6 +223,20 @@ def test_a_failed_encoder_check_restarts_with_hf_before_writing(tmp_path, monkey
                  "--encoder", "tiktoken", "--workers", workers]) != 0
     assert "cannot encode this tokenizer exactly" in capsys.readouterr().err
     assert not list((tmp_path / "insist").glob("*.bin"))
+
+
+def test_quiet_prints_nothing_but_warnings(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, n_files=2, docs_per_file=20)
+    assert build(corpus, tmp_path / "out") == 0
+    assert capsys.readouterr() == ("", "")
+    write_jsonl_gz(corpus / "part_09.json.gz", [{"text": "fine"}, b'{"text": 42}'])
+    assert build(corpus, tmp_path / "out2") == 0
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip() == f"skipped {corpus / 'part_09.json.gz'}:2: non_string_text ('text' is a number, not a string)"
+    assert main(["--input", str(corpus), "--out", str(tmp_path / "loud"), *FAST[:-1]]) == 0
+    out, err = capsys.readouterr()
+    assert "encoder: tiktoken" in err and "training a 300-token" in err and "dataset " in out + err
 
 
 def test_read_parses_once_and_fingerprints_like_fingerprint(tmp_path):

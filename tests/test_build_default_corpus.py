@@ -16,9 +16,12 @@ from tests.test_build import assert_nothing_lost
 @pytest.mark.slow
 def test_default_corpus_build(tmp_path, capsys):
     out = tmp_path / "data"
-    assert main(["--out", str(out), "--vocab-size", "2000", "--shard-tokens", "300k", "--quiet"]) == 0
-    assert "default corpus" in capsys.readouterr().err
+    assert main(["--out", str(out), "--vocab-size", "2000", "--shard-tokens", "300k"]) == 0
+    out_text, err = capsys.readouterr()
+    assert "no --input given: building on the built-in default corpus" in err
+    assert f"dataset {out}" in out_text + err  # the summary
     m = shards.load_manifest(out)
+    assert m["source"] == {"source": "default corpus"}
     corpus = default_corpus_dir(out)
     assert [x["kind"] for x in m["inputs"]] == ["jsonl.gz"] * len(m["inputs"]) and len(m["inputs"]) > 1
     assert all(x["status"] == "ok" and x["path"].startswith(str(corpus)) for x in m["inputs"])
