@@ -526,9 +526,7 @@ class Builder:
         inputs, source = self.resolve()
         state = found or BuildState.fresh(shaping, inputs)
         if found is not None:
-            if state.inputs != [_input_key(x) for x in inputs]:
-                raise BuildError(f"the input files differ from those the unfinished build in {self.out} started "
-                                 f"with; restore them, or use --overwrite to start over")
+            self._accept_inputs(state, inputs)
             state.options = shaping  # may differ from the saved ones in resume-neutral options only
             self.log(f"resuming the build in {self.out}: {len(state.shards)} shards done, input "
                      f"{state.position[0] + 1} of {len(inputs)}")
@@ -542,6 +540,25 @@ class Builder:
             return self.encode_all(inputs, source, state, loaded.tok, encoder, dtype, check)
         except _EngineRejected as e:  # nothing was written with the fast engine: start over with HF
             return self.encode_all(inputs, source, state, loaded.tok, e.encoder, dtype)
+
+    def _accept_inputs(self, state: BuildState, inputs) -> None:
+        """Refuse to resume over other input files, except the one the build stopped on as bad when it
+        has been replaced (re-downloaded): the build goes on inside it where the damage began."""
+        now = [_input_key(x) for x in inputs]
+        if state.inputs == now:
+            return
+        i = state.position[0]
+        replaced = (len(now) == len(state.inputs) and i < len(now)
+                    and [k for k, (a, b) in enumerate(zip(state.inputs, now)) if a != b] == [i]
+                    and state.inputs[i][:2] == now[i][:2]
+                    and str(state.input_stats[i]["status"]).startswith("bad: "))
+        if not replaced:
+            raise BuildError(f"the input files differ from those the unfinished build in {self.out} started "
+                             f"with; restore them, or use --overwrite to start over")
+        self.log(f"{inputs[i].path} has changed since it failed; going on inside it after the "
+                 f"{state.input_stats[i]['records']:,} records read before the damage")
+        state.inputs[i] = now[i]
+        state.input_stats[i]["status"] = "reading"
 
     def _checked(self, encoder: tk.Encoder, check: EncoderCheck | None) -> tk.Encoder:
         """Wait for the encoder check: the encoder to go on with, or _EngineRejected."""
@@ -621,8 +638,8 @@ class Builder:
                         raise BuildError(
                             f"{batch.bad}\nEvery shard finished before it is valid on disk. Rerun the same command "
                             f"with --skip-bad-files to record the file as bad in the manifest, keep the "
-                            f"{stats['documents']} documents read from it and go on; or replace the file and "
-                            f"rerun the same command to resume")
+                            f"{stats['documents']} documents read from it and go on; or replace it with a complete "
+                            f"copy of the same file and rerun the same command to go on inside it")
                     self.log(f"--skip-bad-files: recorded as bad, going on without the rest of it: {batch.bad}")
                 if batch.done and not stopped:
                     stats["status"] = "ok"

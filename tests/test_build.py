@@ -359,6 +359,35 @@ def test_truncated_gzip_stops_with_clear_error_then_skip_bad_files_goes_on(tmp_p
     assert_nothing_lost(out, texts[:40 + kept] + texts[80:])
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_failed_file_replaced_by_a_complete_copy_resumes_inside_it(tmp_path, capsys, workers):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, n_files=3, docs_per_file=40)
+    bad = corpus / "part_01.json.gz"
+    good = bad.read_bytes()
+    bad.write_bytes(good[: len(good) * 2 // 3])  # a download cut short
+    out = tmp_path / "out"
+    assert build(corpus, out, "--workers", workers) == 2
+    assert "replace it with a complete copy of the same file" in capsys.readouterr().err
+    bad.write_bytes(good)  # downloaded again
+    assert build(corpus, out, "--workers", workers) == 0
+    assert "has changed since it failed; going on inside it" in capsys.readouterr().err
+    # the same as a build of the complete files with the tokenizer the first run trained
+    tok = str(out / "tokenizer.json")
+    assert build(corpus, tmp_path / "reference", "--tokenizer", tok) == 0
+    shard_files = lambda d: {n: h for n, h in file_hashes(d).items() if n.endswith((".bin", ".idx"))}  # noqa: E731
+    assert shard_files(out) == shard_files(tmp_path / "reference")
+    assert shards.load_manifest(out)["inputs"][1]["status"] == "ok"
+    # any other change of the inputs is still refused
+    other = tmp_path / "other"
+    bad.write_bytes(good[: len(good) * 2 // 3])
+    assert build(corpus, other) == 2
+    (corpus / "part_02.json.gz").write_bytes(gzip.compress(b'{"text": "changed"}\n'))
+    bad.write_bytes(good)
+    assert build(corpus, other) == 2
+    assert "the input files differ" in capsys.readouterr().err
+
+
 def test_skip_bad_files_from_the_start_matches_resumed(tmp_path):
     corpus = tmp_path / "corpus"
     make_corpus(corpus, n_files=3, docs_per_file=40)
