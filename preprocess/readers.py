@@ -154,6 +154,9 @@ def _resolve_one(spec: str, where: str) -> list[InputFile]:
                              f"{', '.join(KNOWN_SUFFIXES)}")
         return [InputFile(spec, kind, None)]
     if os.path.isdir(spec):
+        if _is_output_dir(spec):
+            raise ValueError(f"{where}: {spec} is a dataset or run directory written by this project, not a "
+                             f"corpus; give the directory of the input files")
         files = _walk(spec)
         if not files:
             raise ValueError(f"{where}: directory {spec} holds no input files (looked recursively for "
@@ -183,9 +186,22 @@ def _resolve_one(spec: str, where: str) -> list[InputFile]:
 def _walk(top: str) -> list[str]:
     found = []
     for root, dirs, files in os.walk(top):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]  # .git, .cache, a default corpus stash
+        # hidden ones (.git, .cache, a default corpus stash) and this project's own outputs (a dataset
+        # built into a folder of the corpus must not be read back as input: its tokenizer.json and
+        # manifest.json are .json files)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not _is_output_dir(os.path.join(root, d))]
         found += [os.path.join(root, f) for f in files if not f.startswith(".") and kind_of(f) is not None]
     return sorted(found)
+
+
+def _is_output_dir(path: str) -> bool:
+    """A dataset or run directory: the lock every writer takes, an unfinished build, or a manifest with
+    its tokenizer."""
+    import shards
+
+    return (os.path.exists(os.path.join(path, shards.LOCK_NAME)) or os.path.isdir(os.path.join(path, ".build"))
+            or (os.path.exists(os.path.join(path, shards.MANIFEST_NAME))
+                and os.path.exists(os.path.join(path, shards.TOKENIZER_NAME))))
 
 
 def _local(path: str) -> InputFile:

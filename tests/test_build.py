@@ -239,6 +239,22 @@ def test_quiet_prints_nothing_but_warnings(tmp_path, capsys):
     assert "encoder: tiktoken" in err and "training a 300-token" in err and "dataset " in out + err
 
 
+def test_a_dataset_built_inside_the_corpus_is_not_read_back(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    texts = make_corpus(corpus, n_files=2, docs_per_file=20)
+    out = corpus / "tokens"  # written into a folder of the input directory
+    assert build(corpus, out) == 0
+    m = shards.load_manifest(out)
+    assert [Path(x["path"]).name for x in m["inputs"]] == ["part_00.json.gz", "part_01.json.gz"]
+    assert m["skipped"] == {}
+    capsys.readouterr()
+    assert build(corpus, out) == 0  # its own tokenizer.json and manifest.json did not become inputs
+    assert "up to date" in capsys.readouterr().err
+    assert_nothing_lost(out, texts)
+    assert build(out, tmp_path / "again") == 2
+    assert "is a dataset or run directory written by this project, not a corpus" in capsys.readouterr().err
+
+
 def test_read_parses_once_and_fingerprints_like_fingerprint(tmp_path):
     tok = tk.train_bpe(sample_texts(30), vocab_size=300)
     sha = tk.save(tok, tmp_path / "t.json")
