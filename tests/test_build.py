@@ -255,6 +255,16 @@ def test_a_dataset_built_inside_the_corpus_is_not_read_back(tmp_path, capsys):
     assert "is a dataset or run directory written by this project, not a corpus" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_text_field_reaches_the_workers_that_parse(tmp_path, workers):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    texts = sample_texts(50, seed=3)
+    write_jsonl_gz(corpus / "a.json.gz", [{"id": i, "content": t, "text": "not this"} for i, t in enumerate(texts)])
+    assert build(corpus, tmp_path / "out", "--text-field", "content", "--workers", workers) == 0
+    assert_nothing_lost(tmp_path / "out", texts)
+
+
 def test_read_parses_once_and_fingerprints_like_fingerprint(tmp_path):
     tok = tk.train_bpe(sample_texts(30), vocab_size=300)
     sha = tk.save(tok, tmp_path / "t.json")
