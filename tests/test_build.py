@@ -276,6 +276,28 @@ def test_read_parses_once_and_fingerprints_like_fingerprint(tmp_path):
         tk.read(tmp_path / "bad.json")
 
 
+def test_spawned_workers_give_the_same_shards(tmp_path, monkeypatch):
+    """macOS and Windows start workers with spawn (the encoder travels pickled, as its tokenizer's
+    JSON); the shards must be those of forked workers."""
+    import multiprocessing
+
+    import preprocess.build as build_module
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, n_files=2, docs_per_file=40)
+    assert build(corpus, tmp_path / "forked", "--workers", "2") == 0
+    asked = []
+
+    def get_context(method):
+        asked.append(method)
+        return multiprocessing.get_context("spawn")
+    monkeypatch.setattr(build_module, "multiprocessing", type("Spawn", (), {"get_context": staticmethod(get_context)}))
+    tok = str(tmp_path / "forked" / "tokenizer.json")
+    assert build(corpus, tmp_path / "spawned", "--workers", "2", "--tokenizer", tok) == 0
+    assert asked == ["fork"]  # the build asked for its Linux default and got spawn
+    shard_files = lambda d: {n: h for n, h in file_hashes(d).items() if n.endswith((".bin", ".idx"))}  # noqa: E731
+    assert shard_files(tmp_path / "spawned") == shard_files(tmp_path / "forked")
+
+
 def test_max_tokens_stops_after_the_document_that_reaches_it(tmp_path):
     corpus = tmp_path / "corpus"
     texts = make_corpus(corpus, n_files=3, docs_per_file=40)
