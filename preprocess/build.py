@@ -217,6 +217,24 @@ def _ordered(batches: Iterable[Batch], encoder: tk.Encoder, val_fraction: float,
         ex.shutdown(wait=True, cancel_futures=True)
 
 
+def _add_documents(enc: Encoded, limit: int, writers: dict, state: BuildState, stats: dict) -> bool:
+    """Hand the batch's first ``limit`` documents to the split writers and count them; True when a
+    shard was written."""
+    wrote = False
+    for split in shards.SPLITS:
+        lengths = enc.lengths[:limit][enc.is_val[:limit] == (split == "val")]
+        if not len(lengths):
+            continue
+        n = int(lengths.sum()) + len(lengths)  # the first documents of a split are a prefix of its tokens
+        entries = writers[split].add_block(enc.tokens[split][:n], lengths)
+        state.shards += entries
+        wrote = wrote or bool(entries)
+        for counts in (stats, state.totals[split]):
+            counts["documents"] += len(lengths)
+            counts["tokens"] += n
+    return wrote
+
+
 class EncoderCheck:
     """Runs ``verify()`` (the fast engine's equivalence check) in a thread; ``result()`` waits for it.
 
@@ -589,17 +607,9 @@ class Builder:
             for batch, enc in _ordered(batches, encoder, o.val_fraction, np_dtype, eot, o.workers, o.text_field):
                 if check is not None:  # before the first batch changes anything
                     encoder, check = self._checked(encoder, check), None
-                if inputs[batch.input_index].kind not in readers.LINE_KINDS:  # read here, counted here
-                    positions, skipped, batch_end = batch.positions, batch.skipped, batch.end
-                else:  # parsed by a worker (or an input's end): its items follow those consumed so far
-                    positions = items + enc.positions
-                    for k, item in enc.skipped:
-                        self._report_skip(inputs[batch.input_index], item)
-                    skipped = [(items + k, item.reason) for k, item in enc.skipped]
-                    batch_end = items + enc.items
+                positions, skipped, batch_end = self._batch_items(inputs, batch, enc, items)
                 stats = state.input_stats[batch.input_index]
                 stats["status"] = "reading"
-                wrote = False
                 limit = len(enc.lengths)
                 if o.max_tokens is not None and limit:
                     # stop after the document that brings the total to --max-tokens
@@ -607,17 +617,7 @@ class Builder:
                     if reached[-1] >= o.max_tokens:
                         limit, stopped = int(np.searchsorted(reached, o.max_tokens, side="left")) + 1, True
                         state.stopped = True  # saved with this batch's shards: a rerun must not read on
-                for split in shards.SPLITS:
-                    lengths = enc.lengths[:limit][enc.is_val[:limit] == (split == "val")]
-                    if not len(lengths):
-                        continue
-                    n = int(lengths.sum()) + len(lengths)
-                    entries = writers[split].add_block(enc.tokens[split][:n], lengths)
-                    state.shards += entries
-                    wrote = wrote or bool(entries)
-                    for counts in (stats, state.totals[split]):
-                        counts["documents"] += len(lengths)
-                        counts["tokens"] += n
+                wrote = _add_documents(enc, limit, writers, state, stats)
                 end = batch_end if limit == len(enc.lengths) else int(positions[limit - 1]) + 1
                 for pos, reason in skipped:
                     if pos < end:
@@ -676,6 +676,18 @@ class Builder:
             print_summary(self.out, manifest, time.perf_counter() - t0, progress.tokens - progress.start_tokens,
                           text_bytes, time.perf_counter() - self.t_start)
         return manifest
+
+    def _batch_items(self, inputs, batch: Batch, enc: Encoded, consumed: int) -> tuple:
+        """``(positions, skipped, end)`` of a batch in its input's items: each document's item index,
+        (item index, reason) per skipped record, and the items consumed after the batch. A JSONL chunk's
+        items were counted by the worker that parsed it and follow the ``consumed`` before it; its
+        skipped records are reported here, in input order."""
+        if inputs[batch.input_index].kind not in readers.LINE_KINDS:  # read in this process: known already
+            return batch.positions, batch.skipped, batch.end
+        for _, item in enc.skipped:
+            self._report_skip(inputs[batch.input_index], item)
+        return (consumed + enc.positions, [(consumed + k, item.reason) for k, item in enc.skipped],
+                consumed + enc.items)
 
     def manifest(self, inputs, source, state, tok, encoder, dtype, eot) -> dict:
         order = {s: i for i, s in enumerate(shards.SPLITS)}
