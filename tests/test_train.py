@@ -63,6 +63,24 @@ def test_presets_load_and_round_trip():
     assert (c.training.batch_size, c.training.grad_accum_steps, c.training.lr) == (12, 4, 5e-4)
 
 
+def test_wandb_logs_to_one_run_per_directory_across_resumes(tiny_dataset, tmp_path, monkeypatch):
+    """Real W&B in offline mode (no network): the run's metrics go into RUN/wandb, and a resumed run
+    logs to the same W&B run id."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "run"
+    for steps in (10, 20):
+        cfg = load_config("demo", TINY + [f"training.max_steps={steps}", "training.checkpoint_interval=10",
+                                          "logging.wandb=true"])
+        train(cfg, tiny_dataset, run)
+    run_id = (run / "wandb_run_id").read_text().strip()
+    logs = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(logs) == 2 and all(p.name.endswith(f"-{run_id}") for p in logs)
+    for p in logs:
+        data = (p / f"run-{run_id}.wandb").read_bytes()
+        assert b"train/loss" in data and b"eval/val_loss" in data
+
+
 def test_lr_schedule():
     assert get_lr(0, 1.0, 10, 110, 0.1) == 0.1
     assert get_lr(9, 1.0, 10, 110, 0.1) == 1.0

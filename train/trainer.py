@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import math
 import os
 import shutil
@@ -31,6 +32,7 @@ from train.loader import Loader, ValWindows
 from train.model import GPT, peak_flops
 
 METRICS_NAME = "metrics.jsonl"
+WANDB_ID_NAME = "wandb_run_id"  # the W&B run this directory logs to (logging.wandb=true)
 
 
 class TrainingError(Exception):
@@ -187,8 +189,13 @@ class Metrics:
             except ImportError:
                 raise ConfigError("logging.wandb=true but wandb is not installed; `pip install wandb` "
                                   "or set logging.wandb=false") from None
+            # one W&B run per run directory: a resumed run goes on logging into the same one
+            id_file = run_dir / WANDB_ID_NAME
+            if not id_file.exists():
+                shards.atomic_write_bytes(id_file, (secrets.token_hex(6) + "\n").encode())
             self.wandb = wandb.init(project=cfg.logging.wandb_project, name=cfg.logging.run_name or run_dir.name,
-                                    config=cfg.to_dict(), resume="allow")
+                                    id=id_file.read_text().strip(), resume="allow", dir=str(run_dir),
+                                    config=cfg.to_dict())
 
     def log(self, record: dict) -> None:
         self.file.write(json.dumps(record) + "\n")
