@@ -16,22 +16,29 @@ class Progress:
     The byte bar advances as the readers read each input's (compressed) bytes, so the ETA holds for
     one big file as for Dolma's ~2,400; inputs that do not report bytes (parquet, hf:) advance it
     when they end. Documents, tokens and text MB/s are shown beside it as they go.
+
+    When stderr is not a terminal (a log file under nohup or a batch scheduler), a bar would fill the
+    log with carriage returns: a plain line is printed every ``interval`` seconds instead.
     """
 
-    def __init__(self, inputs, state, disable: bool = False):
+    def __init__(self, inputs, state, disable: bool = False, interval: float = 60.0, tty: bool | None = None):
         sizes = [x.size for x in inputs]
         self.by_bytes = all(s is not None for s in sizes) and sum(sizes) > 0
         self.sizes = sizes
         self.counted: dict[int, int] = {}  # input index -> bytes already shown for it
-        done = sum(sizes[i] for i in range(state.position[0])) if self.by_bytes else 0
+        self.done_bytes = done = sum(sizes[i] for i in range(state.position[0])) if self.by_bytes else 0
+        self.start_bytes = done
         self.docs = sum(t["documents"] for t in state.totals.values())
         self.tokens = self.start_tokens = state.total_tokens()
         self.text_bytes = 0
-        self.t0 = time.perf_counter()
+        self.inputs_done = state.position[0]
+        self.t0 = self.last_line = time.perf_counter()
+        self.plain = not disable and not (sys.stderr.isatty() if tty is None else tty)
+        self.interval = interval
         self.bar = tqdm(total=sum(sizes) if self.by_bytes else None, initial=done if self.by_bytes else self.docs,
                         unit="B" if self.by_bytes else "doc", unit_scale=True, unit_divisor=1024 if self.by_bytes else 1000,
-                        desc="input" if self.by_bytes else "documents", disable=disable, file=sys.stderr,
-                        dynamic_ncols=True, mininterval=0.5, smoothing=0.05)
+                        desc="input" if self.by_bytes else "documents", disable=disable or self.plain,
+                        file=sys.stderr, dynamic_ncols=True, mininterval=0.5, smoothing=0.05)
 
     def update(self, docs: int, tokens: int, text_bytes: int) -> None:
         self.docs += docs
@@ -43,21 +50,54 @@ class Progress:
         self.bar.set_postfix_str(f"{self.docs:,} docs, {self.tokens / 1e6:,.1f}M tok, "
                                  f"{self.tokens / dt / 1e6:.2f}M tok/s, {self.text_bytes / dt / 1e6:.1f} MB text/s",
                                  refresh=False)
+        if self.plain and time.perf_counter() - self.last_line >= self.interval:
+            self.print_line()
 
     def read_bytes(self, index: int, n: int) -> None:
         if self.by_bytes:
             # a resumed input is re-read from its start; never count past its size
             n = min(n, self.sizes[index] - self.counted.get(index, 0))
             self.counted[index] = self.counted.get(index, 0) + n
+            self.done_bytes += n
             self.bar.update(n)
 
     def input_done(self, index: int) -> None:
+        self.inputs_done = index + 1
         if self.by_bytes:
-            self.bar.update(self.sizes[index] - self.counted.get(index, 0))
+            n = self.sizes[index] - self.counted.get(index, 0)
             self.counted[index] = self.sizes[index]
+            self.done_bytes += n
+            self.bar.update(n)
+
+    def line(self) -> str:
+        """One line of where the build is, for logs."""
+        dt = max(time.perf_counter() - self.t0, 1e-9)
+        rate = (self.tokens - self.start_tokens) / dt
+        where = f"input {min(self.inputs_done + 1, len(self.sizes)):,} of {len(self.sizes):,}"
+        if self.by_bytes:
+            total = sum(self.sizes)
+            where = f"{self.done_bytes / total:.1%} of {_size(total)} read ({where})"
+            speed = (self.done_bytes - self.start_bytes) / dt
+            if speed > 0 and self.done_bytes < total:
+                where += f", ETA {_duration((total - self.done_bytes) / speed)}"
+        return (f"progress: {where}; {self.docs:,} documents, {self.tokens / 1e6:,.1f}M tokens, "
+                f"{rate / 1e6:.2f}M tokens/s, {_duration(dt)} elapsed")
+
+    def print_line(self) -> None:
+        print(self.line(), file=sys.stderr, flush=True)
+        self.last_line = time.perf_counter()
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:,.2f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def _size_on_disk(out: Path, manifest: dict) -> int:
