@@ -6,11 +6,16 @@ the number of worker processes, so the shards are byte-identical for any ``--wor
 goes to val when the first 8 bytes of sha256(its id, or its text when it has none), read as a
 fraction of 2**64, are below ``--val-fraction``.
 
+Who does what: this process reads; for JSONL inputs it only decompresses and cuts whole lines, and
+the workers parse, encode and lay each batch out per split (parquet, txt and hf: records are read
+here). This process then hands the batches to the shard writers in order and keeps the books.
+
 Resumption: after every batch that finished a shard, ``OUT/.build/state.json`` is replaced atomically
-with the stream position (input index, records consumed from it), the counters, the shard entries and
-the names of files holding both writers' unflushed buffers. A rerun re-reads the current input, skips
-the consumed records and continues; since the stream is deterministic, what it writes is what an
-uninterrupted build would have written. ``manifest.json`` is written last, then ``.build`` removed.
+with the stream position (input index, records consumed from it, and for a JSONL input the
+decompressed bytes and lines they end at), the counters, the shard entries and the names of files
+holding both writers' unflushed buffers. A rerun re-reads the current input, skips what was consumed
+and continues; since the stream is deterministic, what it writes is what an uninterrupted build would
+have written. ``manifest.json`` is written last, then ``.build`` removed.
 """
 from __future__ import annotations
 
