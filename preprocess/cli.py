@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from preprocess.options import (DEFAULT_SAMPLE_BYTES, DEFAULT_SHARD_TOKENS, DEFAULT_VAL_FRACTION, BuildOptions,
-                                OptionError, parse_count)
+                                OptionError, parse_count, usable_cpus)
 
 DESCRIPTION = """\
 Build a dataset directory (tokenizer.json, manifest.json, train_*/val_* token shards) from a corpus.
@@ -101,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace what OUT holds (shards, manifest, tokenizer, unfinished build) instead of "
                         "resuming or refusing a build with other options")
     r = p.add_argument_group("running")
-    r.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
-                   help="encoding processes (default: the CPU count); the output does not depend on it")
+    r.add_argument("--workers", type=int, default=usable_cpus(), metavar="N",
+                   help="encoding processes (default: the CPUs this process may use); the output does not "
+                        "depend on it")
     r.add_argument("--quiet", action="store_true", help="only warnings and errors: no progress bar, notes or summary")
     return p
 

@@ -25,6 +25,14 @@ class OptionError(ValueError):
     """A command-line value that cannot be used; the message says what is expected."""
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container's or job's CPU set), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 @dataclass
 class BuildOptions:
     out: str
@@ -37,7 +45,7 @@ class BuildOptions:
     vocab_size: int = 32000
     tokenizer_sample_bytes: int = DEFAULT_SAMPLE_BYTES
     encoder: str = "auto"
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=lambda: usable_cpus())
     val_fraction: float = DEFAULT_VAL_FRACTION
     shard_tokens: int = DEFAULT_SHARD_TOKENS
     max_tokens: int | None = None

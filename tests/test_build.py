@@ -5,6 +5,7 @@ import collections
 import gzip
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -445,6 +446,20 @@ def test_skip_bad_files_from_the_start_matches_resumed(tmp_path):
     assert build(corpus, tmp_path / "b") == 2
     assert build(corpus, tmp_path / "b", "--skip-bad-files") == 0
     assert file_hashes(tmp_path / "a") == file_hashes(tmp_path / "b")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+def test_default_workers_are_the_cpus_this_process_may_use():
+    """In a container or a job limited to some CPUs, the default must not fork one worker per CPU of
+    the whole machine."""
+    from preprocess.options import BuildOptions
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert BuildOptions(out="x").workers == 1
+    finally:
+        os.sched_setaffinity(0, before)
+    assert BuildOptions(out="x").workers == len(before)
 
 
 def test_count_and_part_parsing():
