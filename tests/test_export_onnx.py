@@ -57,6 +57,38 @@ def test_onnx_fp32_and_int8_agree_with_pytorch(tmp_path, tiny_dataset, arch, cap
             assert agree["top1_agreement"] >= INT8_MIN_TOP1, agree
 
 
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_kv_cache_export_generates_what_pytorch_generates(tmp_path, tiny_dataset, arch, capsys):
+    """--kv-cache: a prompt with empty pasts, then one token at a time fed the presents; greedy decoding
+    through onnxruntime picks PyTorch's tokens with PyTorch's logits."""
+    run = make_run(tmp_path, tiny_dataset, **ARCHS[arch])
+    out = tmp_path / "onnx" / "decoder.onnx"
+    export_onnx.main([str(run), "--out", str(out), "--kv-cache"])
+    assert "KV cache" in capsys.readouterr().out
+    model, cfg, _ = load_model(run, device="cpu")
+    model = model.float().eval()
+    sess = export_onnx.session(out)
+    assert [i.name for i in sess.get_inputs()] == ["input_ids", "past_keys", "past_values"]
+
+    prompt = torch.tensor([[5, 17, 42, 7], [9, 9, 100, 3]])
+    ids_pt, ids_ort = prompt.clone(), prompt.numpy().copy()
+    cache = model.new_kv_cache(2, cfg.seq_len, dtype=torch.float32)
+    past_k = past_v = export_onnx.empty_past(cfg, 2)
+    step_in_pt, step_in_ort, start = prompt, prompt.numpy(), 0
+    with torch.no_grad():
+        for _ in range(cfg.seq_len - prompt.shape[1]):  # to the model's full length
+            ref = model(step_in_pt, kv_cache=cache, start_pos=start)[0][:, -1].numpy()
+            logits, past_k, past_v = sess.run(None, {"input_ids": step_in_ort, "past_keys": past_k,
+                                                     "past_values": past_v})
+            assert np.abs(logits[:, -1] - ref).max() < FP32_TOLERANCE
+            start += step_in_pt.shape[1]
+            step_in_pt = torch.from_numpy(ref.argmax(-1))[:, None]
+            step_in_ort = logits[:, -1].argmax(-1)[:, None].astype(np.int64)
+            ids_pt, ids_ort = torch.cat((ids_pt, step_in_pt), 1), np.concatenate((ids_ort, step_in_ort), 1)
+    assert past_k.shape == (cfg.n_layers, 2, cfg.n_heads, cfg.seq_len - 1, cfg.d_model // cfg.n_heads)
+    assert np.array_equal(ids_pt.numpy(), ids_ort)
+
+
 def test_agreement_counts_exactly():
     reference = np.array([[[0.0, 1.0, 0.0], [2.0, 0.0, 0.0]]], dtype=np.float32)  # argmax 1, 0
     other = np.array([[[0.0, 1.5, 0.0], [0.0, 0.0, 2.0]]], dtype=np.float32)  # argmax 1, 2

@@ -5,14 +5,18 @@
 
 The graph maps ``input_ids`` (batch, seq) int64 to ``logits`` (batch, seq, vocab_size) float32; batch
 and seq are dynamic (seq up to the model's ``seq_len``). It is the full forward without a KV cache,
-for scoring and batch inference. ``--int8`` adds a copy made by ONNX Runtime's dynamic quantization:
+for scoring and batch inference. ``--kv-cache`` exports the forward with a cache instead, for
+token-by-token generation: ``past_keys`` and ``past_values`` (n_layers, batch, n_heads, past,
+head_dim) in, the same with ``past + seq`` positions out as ``present_keys`` / ``present_values``; the
+first call passes empty pasts (past = 0), each later call the presents of the one before. ``--int8`` adds a copy made by ONNX Runtime's dynamic quantization:
 weights of MatMul and Gather (embedding) nodes stored as int8, activations quantized per call; norms,
 softmax and the rest stay fp32.
 
 Export uses the TorchScript-based exporter (``torch.onnx.export(dynamo=False)``), which needs nothing
 beyond torch; the dynamo exporter would need ``onnxscript``. After writing, each file is run with
-onnxruntime on random tokens and compared with PyTorch: the largest absolute logit difference and
-how often the top-1 token agrees. ``tools/bench_onnx.py`` measures speed.
+onnxruntime on random tokens and compared with PyTorch (with ``--kv-cache``: a prompt then single
+tokens, against the model's own KV cache): the largest absolute logit difference and how often the
+top-1 token agrees. ``tools/bench_onnx.py`` measures speed.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a fresh clone
 
 from train.checkpoint import CheckpointError, find_checkpoint, load_model  # noqa: E402
-from train.model import GPT  # noqa: E402
+from train.model import GPT, apply_rope  # noqa: E402
 
 OPSET = 17
 TRACE_SHAPE = (2, 16)  # example input for tracing; the exported axes are dynamic
@@ -53,6 +57,60 @@ class LogitsOnly(torch.nn.Module):
         return logits
 
 
+class WithPast(torch.nn.Module):
+    """The forward with a KV cache as ONNX sees it (``--kv-cache``):
+
+    input_ids (B, T), past_keys and past_values (n_layers, B, n_heads, P, head_dim)
+    -> logits (B, T, vocab_size), present_keys and present_values (n_layers, B, n_heads, P + T, head_dim).
+
+    The first call passes the prompt with P = 0 (empty pasts), each later call the new tokens and the
+    presents of the call before. It is the model's own layers, with the cache as inputs and outputs
+    instead of the preallocated buffers of ``GPT.new_kv_cache``; :func:`check_with_past` holds it to
+    that cache's logits.
+    """
+
+    def __init__(self, model: GPT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, past_keys, past_values):
+        m = self.model
+        B, T = input_ids.shape
+        P = past_keys.shape[3]
+        positions = torch.arange(T, device=input_ids.device) + P
+        x = m.tok_emb(input_ids)
+        rope = None
+        if m.pos_emb is not None:
+            x = x + m.pos_emb(positions)
+        else:
+            rope = (m.rope_cos[positions], m.rope_sin[positions])
+        # query i sits at position P + i and may see keys 0..P + i
+        mask = torch.arange(T + P, device=input_ids.device)[None, :] <= positions[:, None]
+        keys, values = [], []
+        for layer, block in enumerate(m.blocks):
+            attn = block.attn
+            h = block.norm1(x)
+            C = h.shape[-1]
+            q, k, v = attn.qkv(h).split(C, dim=2)
+            q, k, v = (t.view(B, T, attn.n_heads, C // attn.n_heads).transpose(1, 2) for t in (q, k, v))
+            if rope is not None:
+                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            k = torch.cat((past_keys[layer], k), dim=2)
+            v = torch.cat((past_values[layer], v), dim=2)
+            keys.append(k)
+            values.append(v)
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            x = x + attn.proj(y.transpose(1, 2).reshape(B, T, C))
+            x = x + block.mlp(block.norm2(x))
+        logits = torch.nn.functional.linear(m.norm(x), m.tok_emb.weight)
+        return logits, torch.stack(keys), torch.stack(values)
+
+
+def empty_past(cfg, batch: int, dtype=np.float32) -> np.ndarray:
+    """The past_keys / past_values of a first call: no positions yet."""
+    return np.zeros((cfg.n_layers, batch, cfg.n_heads, 0, cfg.d_model // cfg.n_heads), dtype=dtype)
+
+
 def _require_onnx():
     try:
         import onnx  # noqa: F401
@@ -66,8 +124,9 @@ def int8_path(path: Path) -> Path:
     return path.with_name(path.stem + ".int8" + path.suffix)
 
 
-def export_fp32(model: GPT, path: Path) -> None:
-    """Trace ``model`` (fp32, CPU, eval) into ``path`` with dynamic batch and sequence axes."""
+def export_fp32(model: GPT, path: Path, kv_cache: bool = False) -> None:
+    """Trace ``model`` (fp32, CPU, eval) into ``path`` with dynamic batch and sequence axes (and, with
+    ``kv_cache``, the :class:`WithPast` graph with a dynamic past length)."""
     _require_onnx()
     import onnx
 
@@ -75,6 +134,19 @@ def export_fp32(model: GPT, path: Path) -> None:
     b, t = TRACE_SHAPE
     example = torch.zeros(b, min(t, model.cfg.seq_len), dtype=torch.long)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if kv_cache:
+        c = model.cfg
+        past = torch.zeros(c.n_layers, b, c.n_heads, 3, c.d_model // c.n_heads)  # traced with P > 0
+        module, args = WithPast(model), (example[:, :2], past, past)
+        names = (["input_ids", "past_keys", "past_values"], ["logits", "present_keys", "present_values"])
+        cache_axes = {1: "batch", 3: "past"}
+        axes = {"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"},
+                "past_keys": cache_axes, "past_values": cache_axes,
+                "present_keys": {1: "batch", 3: "past_plus_seq"}, "present_values": {1: "batch", 3: "past_plus_seq"}}
+    else:
+        module, args = LogitsOnly(model), (example,)
+        names = (["input_ids"], ["logits"])
+        axes = {"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}}
     with warnings.catch_warnings():
         # the length check in GPT.forward is a Python comparison the tracer records as a constant;
         # lengths above seq_len are the caller's to avoid (ONNX Runtime then fails on the slice of
@@ -82,9 +154,8 @@ def export_fp32(model: GPT, path: Path) -> None:
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        torch.onnx.export(LogitsOnly(model), (example,), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=["input_ids"], output_names=["logits"],
-                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}})
+        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET,
+                          input_names=names[0], output_names=names[1], dynamic_axes=axes)
     onnx.checker.check_model(str(path))
 
 
@@ -139,8 +210,32 @@ def check(model: GPT, path: Path, shapes=CHECK_SHAPES, seed: int = 0) -> dict:
     return agreement(np.concatenate(refs), np.concatenate(outs))
 
 
+@torch.no_grad()
+def check_with_past(model: GPT, path: Path, batch: int = 2, prompt: int = 5, steps: int = 6, seed: int = 0) -> dict:
+    """Agreement of a ``--kv-cache`` file with the model's own KV cache: a prompt with empty pasts,
+    then ``steps`` single tokens, each fed the presents of the call before."""
+    sess = session(path)
+    c = model.cfg
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, c.vocab_size, (batch, prompt + steps), generator=g)
+    cache = model.new_kv_cache(batch, prompt + steps, dtype=torch.float32)
+    past_k = past_v = empty_past(c, batch)
+    refs, outs, start = [], [], 0
+    for end in [prompt] + list(range(prompt + 1, prompt + steps + 1)):
+        chunk = ids[:, start:end]
+        refs.append(model(chunk, kv_cache=cache, start_pos=start)[0].float().numpy().reshape(-1, c.vocab_size))
+        logits, past_k, past_v = sess.run(None, {"input_ids": chunk.numpy(), "past_keys": past_k,
+                                                 "past_values": past_v})
+        outs.append(logits.reshape(-1, c.vocab_size))
+        start = end
+    if past_k.shape[3] != prompt + steps:
+        raise ExportError(f"the exported cache holds {past_k.shape[3]} positions after {prompt + steps} tokens; "
+                          f"the export is wrong, please report it with the run's config.json")
+    return agreement(np.concatenate(refs), np.concatenate(outs))
+
+
 def export(path: str | Path, out: str | Path, int8: bool = False, which: str = "best",
-           per_channel: bool = False) -> dict:
+           per_channel: bool = False, kv_cache: bool = False) -> dict:
     """Write OUT (fp32) and, with ``int8``, OUT's .int8 twin; returns paths, sizes and agreement."""
     _require_onnx()
     out = Path(out)
@@ -153,19 +248,20 @@ def export(path: str | Path, out: str | Path, int8: bool = False, which: str = "
     except CheckpointError as e:
         raise ExportError(str(e)) from None
     model = model.float().eval()
-    export_fp32(model, out)
+    export_fp32(model, out, kv_cache)
     files = {"fp32": out}
     if int8:
         files["int8"] = int8_path(out)
         quantize_int8(out, files["int8"], per_channel=per_channel)
     results = {}
     for kind, f in files.items():
-        results[kind] = {"file": str(f), "bytes": f.stat().st_size, **check(model, f)}
+        results[kind] = {"file": str(f), "bytes": f.stat().st_size,
+                         **(check_with_past(model, f) if kv_cache else check(model, f))}
     fp32_diff = results["fp32"]["max_abs_diff"]
     if not fp32_diff < FP32_TOLERANCE:
         raise ExportError(f"ONNX Runtime's fp32 logits differ from PyTorch's by up to {fp32_diff:.3g} (tolerance "
                           f"{FP32_TOLERANCE:g}); the export is wrong, please report it with the run's config.json")
-    return {"checkpoint": str(ckpt), "seq_len": cfg.seq_len, "vocab_size": cfg.vocab_size,
+    return {"checkpoint": str(ckpt), "seq_len": cfg.seq_len, "vocab_size": cfg.vocab_size, "kv_cache": kv_cache,
             "check_shapes": [list(s) for s in CHECK_SHAPES], "results": results}
 
 
@@ -180,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int8 scales per output channel instead of per tensor (often closer to fp32)")
     p.add_argument("--which", choices=("best", "latest"), default="best",
                    help="the run's checkpoint to export (default: best, i.e. lowest val loss, else latest)")
+    p.add_argument("--kv-cache", action="store_true",
+                   help="export the forward with a KV cache (past_keys/past_values in, present_keys/"
+                        "present_values out) for token-by-token generation, instead of the plain forward")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
 
@@ -187,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     try:
-        summary = export(args.run, args.out, args.int8, args.which, args.per_channel)
+        summary = export(args.run, args.out, args.int8, args.which, args.per_channel, args.kv_cache)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
@@ -195,8 +294,11 @@ def main(argv=None) -> None:
         print(json.dumps(summary, indent=2))
         return
     print(f"exported {summary['checkpoint']} (seq_len {summary['seq_len']}, vocab {summary['vocab_size']:,})")
-    shapes = " + ".join(f"{b}x{t}" for b, t in summary["check_shapes"])
-    print(f"agreement with PyTorch fp32 on {shapes} random tokens (onnxruntime, CPU):")
+    if summary["kv_cache"]:
+        print("agreement with PyTorch's KV cache over a 2x5 prompt and 6 single-token steps (onnxruntime, CPU):")
+    else:
+        shapes = " + ".join(f"{b}x{t}" for b, t in summary["check_shapes"])
+        print(f"agreement with PyTorch fp32 on {shapes} random tokens (onnxruntime, CPU):")
     for kind, r in summary["results"].items():
         print(f"  {kind:<5} {r['file']}  {r['bytes'] / 1e6:.1f} MB  max |logit diff| {r['max_abs_diff']:.2e}  "
               f"top-1 agreement {r['top1_agreement']:.1%} of {r['positions']} positions")
