@@ -104,3 +104,18 @@ def test_bad_out_name_and_missing_run_are_actionable(tmp_path, capsys):
         export_onnx.main([str(tmp_path), "--out", str(tmp_path / "model.onnx")])
     assert e.value.code == 1
     assert "has no complete checkpoint" in capsys.readouterr().err
+
+
+def test_bench_onnx_runs_both_tables_on_a_trained_run(tmp_path, tiny_dataset, capsys):
+    import bench_onnx
+    run = make_run(tmp_path, tiny_dataset)
+    bench_onnx.main([str(run), "--shapes", "1x8,2x16", "--decode", "6+5", "--repeats", "1", "--warmup", "0",
+                     "--threads", "1"])
+    out = capsys.readouterr().out
+    rows = {line.split()[0] + " " + line.split()[1]: line.split() for line in out.splitlines()
+            if line.strip().startswith(("1x8", "2x16", "PyTorch", "ORT"))}
+    assert {"1x8 ORT", "2x16 ORT", "ORT fp32", "ORT int8", "PyTorch fp32"} <= set(rows)
+    assert float(rows["ORT fp32"][-1]) < FP32_TOLERANCE  # last step's logits through the cached graph
+    assert "6-token prompt, then 5 single tokens" in out
+    with pytest.raises(SystemExit):
+        bench_onnx.main([str(run), "--decode", "30+30"])  # beyond seq_len 32

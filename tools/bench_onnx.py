@@ -11,6 +11,11 @@ load on the host falls on all of them; the table gives the median latency, token
 same inputs against PyTorch fp32 logits: the largest absolute difference and the share of positions
 whose top-1 token is the same. PyTorch and ONNX Runtime get the same number of threads.
 
+Then generation through each engine's KV cache (``--decode P+N``, batch 1): a P-token prompt, then N
+single-token steps fed a fixed token sequence, so every engine does the same work; PyTorch uses
+``GPT.new_kv_cache`` and ONNX Runtime the ``export_onnx.py --kv-cache`` graph. The table gives the
+median milliseconds per decoded token (the prompt excluded) and agreement on the last step's logits.
+
 With random weights (no RUN given) the logits are small and nearly flat, full of near-ties, so the
 int8 top-1 agreement says little about a trained model's; give a run for figures worth quoting.
 """
@@ -37,6 +42,7 @@ from train.config import ConfigError, load_config  # noqa: E402
 from train.model import GPT  # noqa: E402
 
 DEFAULT_SHAPES = "1x128,4x256"
+DEFAULT_DECODE = "128+64"
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -76,6 +82,56 @@ def build_model(args) -> tuple[GPT, str]:
     return model.float().eval(), desc
 
 
+def parse_decode(text: str) -> tuple[int, int]:
+    try:
+        prompt, steps = (int(x) for x in text.split("+"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad --decode {text!r}; write PROMPT+STEPS, e.g. 128+64") from None
+    if prompt < 1 or steps < 1:
+        raise argparse.ArgumentTypeError(f"bad --decode {text!r}; both parts must be positive")
+    return prompt, steps
+
+
+def decode_runners(model: GPT, sessions: dict, ids: np.ndarray, prompt: int) -> dict:
+    """Per engine, a function that runs the prompt then one token at a time through its KV cache and
+    returns (seconds spent on the single-token steps, the last step's logits)."""
+    steps = ids.shape[1] - prompt
+    ids_t = torch.from_numpy(ids)
+
+    def torch_decode():
+        with torch.inference_mode():
+            cache = model.new_kv_cache(1, ids.shape[1], dtype=torch.float32)
+            model(ids_t[:, :prompt], kv_cache=cache, start_pos=0)
+            t0 = time.perf_counter()
+            for i in range(prompt, prompt + steps):
+                logits = model(ids_t[:, i:i + 1], kv_cache=cache, start_pos=i)[0]
+            return time.perf_counter() - t0, logits.numpy()
+
+    def ort_decode(sess):
+        past = export_onnx.empty_past(model.cfg, 1)
+        _, pk, pv = sess.run(None, {"input_ids": ids[:, :prompt], "past_keys": past, "past_values": past})
+        t0 = time.perf_counter()
+        for i in range(prompt, prompt + steps):
+            logits, pk, pv = sess.run(None, {"input_ids": ids[:, i:i + 1], "past_keys": pk, "past_values": pv})
+        return time.perf_counter() - t0, logits
+
+    return {"PyTorch fp32": torch_decode, **{name: (lambda s=sess: ort_decode(s)) for name, sess in sessions.items()}}
+
+
+def time_decode(runners: dict, warmup: int, repeats: int) -> tuple[dict, dict]:
+    """Median decode seconds per engine (engines taking turns) and each engine's last logits."""
+    names = list(runners)
+    for _ in range(warmup):
+        for name in names:
+            runners[name]()
+    times, last = {name: [] for name in names}, {}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            seconds, last[name] = runners[name]()
+            times[name].append(seconds)
+    return {name: statistics.median(ts) for name, ts in times.items()}, last
+
+
 def time_round_robin(fns: dict, warmup: int, repeats: int) -> dict[str, float]:
     """Median wall-clock seconds per function over ``repeats`` rounds; each round calls every function
     once, in an order that rotates, so load from other processes falls on all of them alike."""
@@ -101,6 +157,9 @@ def main(argv=None) -> None:
     p.add_argument("--vocab-size", type=int, default=8192, help="vocabulary of the random-weight model (8192)")
     p.add_argument("--shapes", type=parse_shapes, default=parse_shapes(DEFAULT_SHAPES),
                    help=f"comma-separated BATCHxSEQ input shapes (default {DEFAULT_SHAPES})")
+    p.add_argument("--decode", type=parse_decode, default=parse_decode(DEFAULT_DECODE), metavar="P+N",
+                   help=f"generation through the KV caches: a P-token prompt, then N single tokens (default "
+                        f"{DEFAULT_DECODE})")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per engine and shape (2)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per engine and shape; the median is shown (5)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(),
@@ -116,6 +175,8 @@ def main(argv=None) -> None:
     too_long = [f"{b}x{t}" for b, t in args.shapes if t > model.cfg.seq_len]
     if too_long:
         p.error(f"shapes {', '.join(too_long)} exceed the model's seq_len {model.cfg.seq_len}")
+    if sum(args.decode) > model.cfg.seq_len:
+        p.error(f"--decode {args.decode[0]}+{args.decode[1]} exceeds the model's seq_len {model.cfg.seq_len}")
     import onnxruntime as ort
 
     print(f"model   {desc}")
@@ -157,6 +218,16 @@ def main(argv=None) -> None:
             for name in fns:
                 rows.append(((b, t), name, seconds[name], base / seconds[name], agree.get(name)))
 
+        # generation: the --kv-cache graphs against PyTorch's own cache
+        dec32, dec8 = Path(tmp) / "decoder.onnx", Path(tmp) / "decoder.int8.onnx"
+        export_onnx.export_fp32(model, dec32, kv_cache=True)
+        export_onnx.quantize_int8(dec32, dec8, per_channel=args.per_channel)
+        prompt, steps = args.decode
+        ids = rng.integers(0, model.cfg.vocab_size, size=(1, prompt + steps), dtype=np.int64)
+        runners = decode_runners(model, {"ORT fp32": export_onnx.session(dec32, args.threads, spin=False),
+                                         "ORT int8": export_onnx.session(dec8, args.threads, spin=False)}, ids, prompt)
+        decode_s, last = time_decode(runners, max(1, args.warmup // 2), args.repeats)
+
     print(f"\nmedian of {args.repeats} forwards after {args.warmup} warm-up, engines interleaved; load average "
           f"{os.getloadavg()[0]:.1f} at the end; agreement vs PyTorch fp32 logits on the same inputs")
     header = f"{'B x T':>8}  {'engine':<12} {'ms':>9} {'tokens/s':>10} {'speed-up':>8} {'max|dlogit|':>11} {'top-1':>7}"
@@ -167,6 +238,16 @@ def main(argv=None) -> None:
         top1 = f"{agree['top1_agreement']:.1%}" if agree else "-"
         print(f"{f'{b}x{t}':>8}  {name:<12} {seconds * 1e3:9.1f} {b * t / seconds:10,.0f} {speedup:7.2f}x "
               f"{diff:>11} {top1:>7}")
+    print(f"\ngeneration through the KV caches: {prompt}-token prompt, then {steps} single tokens (batch 1); "
+          f"median of {args.repeats}; agreement on the last step's logits")
+    header = f"{'engine':<12} {'ms/token':>9} {'tokens/s':>9} {'speed-up':>8} {'max|dlogit|':>11}"
+    print(header)
+    print("-" * len(header))
+    for name, seconds in decode_s.items():
+        per_token = seconds / steps
+        diff = "-" if name == "PyTorch fp32" else f"{np.abs(last[name] - last['PyTorch fp32']).max():.2e}"
+        print(f"{name:<12} {per_token * 1e3:9.2f} {1 / per_token:9,.0f} {decode_s['PyTorch fp32'] / seconds:7.2f}x "
+              f"{diff:>11}")
     if not args.run:
         print("\n(random weights: nearly flat logits, so int8 top-1 agreement here says little about a trained model)")
 
