@@ -424,7 +424,12 @@ def parse_lines(chunk: bytes, first_line: int, text_field: str = "text") -> list
     return items
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def _parse_line(raw: bytes, lineno: int, text_field: str, loads: Callable) -> Record | Skipped:
+    if lineno == 1 and raw.startswith(_BOM):  # a byte-order mark (Windows tools write one) is not JSON
+        raw = raw[len(_BOM):]
     # orjson takes the bytes as they are and is 2-3x faster; it refuses everything outside strict JSON
     # in valid UTF-8, and those lines (lone-surrogate escapes, NaN, huge numbers, bad bytes, garbage)
     # take the standard library's path below, which accepts or classifies them as it always has

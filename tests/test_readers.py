@@ -348,3 +348,15 @@ def test_line_chunks_notice_an_input_shorter_than_at_the_start(tmp_path):
     [inp] = resolve_inputs([str(tmp_path / "s.jsonl")])
     with pytest.raises(BadInputFile, match="shorter than when the build started"):
         list(readers.line_chunks(inp, 100, skip_bytes=10_000))
+
+
+@pytest.mark.parametrize("compress", [bytes, gz])
+def test_a_byte_order_mark_at_the_start_of_a_jsonl_file_is_not_a_bad_record(tmp_path, compress):
+    data = b'\xef\xbb\xbf{"text": "first doc"}\n\xef\xbb\xbf{"text": "a BOM inside is damage"}\n'
+    path = tmp_path / ("b.jsonl" if compress is bytes else "b.jsonl.gz")
+    path.write_bytes(compress(data))
+    [inp] = resolve_inputs([str(path)])
+    want = [Record("first doc", None, 1),
+            Skipped("malformed_json", 2, "Unexpected UTF-8 BOM (decode using utf-8-sig): column 1")]
+    assert list(read_records(inp)) == want
+    assert chunked_items(inp, 8) == want
