@@ -249,7 +249,9 @@ def _unzstd(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Decompress a zstd stream of any number of frames (Dolma's files may hold several)."""
     import zstandard
 
-    dctx = zstandard.ZstdDecompressor()
+    # files written with `zstd --long` declare windows beyond the library's default 128 MB limit; the
+    # format allows up to 2 GB, and a frame only takes the memory its window needs
+    dctx = zstandard.ZstdDecompressor(max_window_size=1 << 31)
     d = dctx.decompressobj()
     started = False
     try:

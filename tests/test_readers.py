@@ -360,3 +360,15 @@ def test_a_byte_order_mark_at_the_start_of_a_jsonl_file_is_not_a_bad_record(tmp_
             Skipped("malformed_json", 2, "Unexpected UTF-8 BOM (decode using utf-8-sig): column 1")]
     assert list(read_records(inp)) == want
     assert chunked_items(inp, 8) == want
+
+
+def test_zstd_written_with_a_long_window_is_read(tmp_path):
+    """`zstd --long=30` frames declare a 1 GB window, past the library's default limit."""
+    data = docs(200)
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=30, enable_ldm=True)
+    out = tmp_path / "long.jsonl.zst"
+    with open(out, "wb") as f, zstandard.ZstdCompressor(compression_params=params).stream_writer(f) as w:
+        w.write(data)
+    [inp] = resolve_inputs([str(out)])
+    want = [Record(f"document number {i}", f"d{i}", i + 1) for i in range(200)]
+    assert list(read_records(inp)) == want and chunked_items(inp, 1000) == want
