@@ -352,6 +352,33 @@ def _jsonl(chunks: Iterable[bytes], text_field: str) -> Iterator[Record | Skippe
 LINE_KINDS = frozenset({"jsonl", "jsonl.gz", "jsonl.zst"})
 
 
+def _refuse_json_array(chunks: Iterable[bytes], path: str) -> Iterator[bytes]:
+    """Pass a JSONL stream through, but refuse one that opens as a JSON array of objects (``[{...},
+    ...]``, a common export): read as lines, its documents would all be counted as malformed records.
+    (A first line like ``[1, 2]`` is a JSON Lines record that is not an object: skipped as such.)"""
+    head = b""
+    for chunk in chunks:
+        if head is None:
+            yield chunk
+            continue
+        head += chunk
+        start = head.removeprefix(_BOM).lstrip()
+        if start[:1] == b"[":
+            after = start[1:].lstrip()
+            if not after:
+                continue  # what follows the bracket has not been read yet
+            if after[:1] == b"{":
+                raise BadInputFile(path, "holds one JSON array, not one JSON object per line (JSON Lines); "
+                                         "convert it first, e.g. `jq -c '.[]' FILE > FILE.jsonl`, or pass "
+                                         "--skip-bad-files to go on without it")
+        elif not start:
+            continue  # only whitespace so far
+        yield head
+        head = None
+    if head:
+        yield head
+
+
 def line_chunks(inp: InputFile, size: int = 1 << 20, skip_bytes: int = 0, first_line: int = 0,
                 retry: Retry | None = None, on_bytes: Callable[[int], None] | None = None,
                 ) -> Iterator[tuple[bytes, int]]:
@@ -368,7 +395,8 @@ def line_chunks(inp: InputFile, size: int = 1 << 20, skip_bytes: int = 0, first_
     pending: list[bytes] = []
     pending_len = 0
     try:
-        for data in byte_chunks(inp, retry, on_bytes):
+        source = byte_chunks(inp, retry, on_bytes)
+        for data in (source if skip_bytes else _refuse_json_array(source, inp.path)):
             if to_skip:
                 if len(data) <= to_skip:
                     to_skip -= len(data)
@@ -590,7 +618,7 @@ def read_records(inp: InputFile, text_field: str = "text", txt_blocks: bool = Fa
         if inp.kind == "txt":
             items = _txt_blocks(chunks) if txt_blocks else _txt_whole(chunks)
         else:
-            items = _jsonl(chunks, text_field)
+            items = _jsonl(_refuse_json_array(chunks, inp.path), text_field)
         for item in items:
             last = item.line
             yield item

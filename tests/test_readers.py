@@ -372,3 +372,18 @@ def test_zstd_written_with_a_long_window_is_read(tmp_path):
     [inp] = resolve_inputs([str(out)])
     want = [Record(f"document number {i}", f"d{i}", i + 1) for i in range(200)]
     assert list(read_records(inp)) == want and chunked_items(inp, 1000) == want
+
+
+@pytest.mark.parametrize("text", [b'[{"text": "a"}, {"text": "b"}]', b'\xef\xbb\xbf\n  [\n  {"text": "a"}\n]\n'])
+def test_a_json_array_file_is_refused_with_what_to_do(tmp_path, text):
+    (tmp_path / "export.json").write_bytes(text)
+    [inp] = resolve_inputs([str(tmp_path / "export.json")])
+    for read in (lambda: list(read_records(inp)), lambda: chunked_items(inp, 4)):
+        with pytest.raises(BadInputFile, match=r"export\.json: holds one JSON array, not one JSON object per "
+                                               r"line .*jq -c '\.\[\]' FILE > FILE\.jsonl"):
+            read()
+    # an array record is a bad record, on the first line or later
+    (tmp_path / "fine.jsonl").write_bytes(b'  \n[1, 2]\n{"text": "a"}\n[]\n')
+    [inp] = resolve_inputs([str(tmp_path / "fine.jsonl")])
+    assert [type(x).__name__ for x in read_records(inp)] == ["Skipped", "Record", "Skipped"]
+    assert chunked_items(inp, 2) == list(read_records(inp))
