@@ -632,8 +632,8 @@ class Builder:
                 state.repaired += enc.repaired
                 text_bytes += enc.text_bytes
                 state.position = (batch.input_index, end)
-                state.resume = [batch.byte_end, batch.line_end] if inputs[batch.input_index].kind in readers.LINE_KINDS \
-                    else None
+                in_lines = inputs[batch.input_index].kind in readers.LINE_KINDS
+                state.resume = [batch.byte_end, batch.line_end] if in_lines else None
                 items = end
                 if batch.bad is not None and not stopped:
                     stats["status"] = f"bad: {batch.bad}"

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted; every finished shard is kept: run the same command again to resume "
-              f"(or add --overwrite to start over)", file=sys.stderr)
+        print("\ninterrupted; every finished shard is kept: run the same command again to resume "
+              "(or add --overwrite to start over)", file=sys.stderr)
         return 130
     return 0

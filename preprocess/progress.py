@@ -36,7 +36,8 @@ class Progress:
         self.plain = not disable and not (sys.stderr.isatty() if tty is None else tty)
         self.interval = interval
         self.bar = tqdm(total=sum(sizes) if self.by_bytes else None, initial=done if self.by_bytes else self.docs,
-                        unit="B" if self.by_bytes else "doc", unit_scale=True, unit_divisor=1024 if self.by_bytes else 1000,
+                        unit="B" if self.by_bytes else "doc", unit_scale=True,
+                        unit_divisor=1024 if self.by_bytes else 1000,
                         desc="input" if self.by_bytes else "documents", disable=disable or self.plain,
                         file=sys.stderr, dynamic_ncols=True, mininterval=0.5, smoothing=0.05)
 

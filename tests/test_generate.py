@@ -158,7 +158,7 @@ def test_batch_to_json_and_jsonl(capsys, tmp_path, tiny_run):
         records = [json.loads(l) for l in text.splitlines()] if name.endswith("l") else json.loads(text)
         assert [r["prompt"] for r in records] == prompts
         assert [r["completion"] for r in records] == expected
-        assert f"3 completions" in capsys.readouterr().err
+        assert "3 completions" in capsys.readouterr().err
     assert read_prompts(tmp_path / "out.jsonl") == prompts  # a results file is also a prompts file
 
 

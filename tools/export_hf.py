@@ -228,7 +228,7 @@ def export(path: str | Path, out: str | Path, which: str = "best", tolerance: fl
     except CheckpointError as e:
         raise ExportError(str(e)) from None
     model = model.float().eval()
-    arch = architecture(cfg)
+    architecture(cfg)  # refuses, before anything is written, a model neither layout can hold
     eot_id = tk.eot_id(tk.load(tokenizer_path), source=tokenizer_path)
     if out.exists() and any(out.iterdir()):
         if not (out / "config.json").exists():

@@ -332,7 +332,7 @@ def print_stats(s: dict) -> None:
         for a, b, c in zip(edges, edges[1:], counts):
             label = f"{a:,}" if b - a == 1 else f"{a:,}–{b - 1:,}"
             print(f"    {label:>15} {c:>10,} {'█' * round(40 * c / peak)}")
-    print(f"  most frequent tokens:")
+    print("  most frequent tokens:")
     for r in s["top_tokens"]:
         print(f"    {r['id']:>7} {r['piece']!r:<24} {r['count']:>12,} {r['share']:>7.2%}")
 
