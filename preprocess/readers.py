@@ -8,7 +8,12 @@ complete record before the damage has been yielded, so the pipeline can keep the
 
 Byte streams are built as a chain of chunk iterators: a source (local file or HTTP) yields raw bytes,
 a decompressor (gzip, zstd or none) yields decompressed bytes, and a parser splits lines and decodes
-JSON. The same chain serves local files and URLs.
+JSON. The same chain serves local files and URLs. JSON Lines are cut into chunks of whole lines
+(``line_chunks``) and parsed by ``parse_lines``: ``read_records`` does both, the build cuts here and
+parses in its worker processes.
+
+Sections, in order: resolving inputs; byte chains; parsers (JSON Lines, txt, parquet); the entry
+points; Hugging Face datasets.
 """
 from __future__ import annotations
 
@@ -322,33 +327,6 @@ def _json_type(value) -> str:
             list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
 
 
-def _jsonl(chunks: Iterable[bytes], text_field: str) -> Iterator[Record | Skipped]:
-    loads = json.loads
-    pending: list[bytes] = []  # pieces of a line longer than one chunk
-    lineno = 0
-    for chunk in chunks:
-        parts = chunk.split(b"\n")
-        if len(parts) == 1:
-            pending.append(chunk)
-            continue
-        if pending:
-            pending.append(parts[0])
-            parts[0] = b"".join(pending)
-            pending = []
-        tail = parts.pop()
-        if tail:
-            pending.append(tail)
-        for raw in parts:
-            lineno += 1
-            if not raw or raw.isspace():
-                continue
-            yield _parse_line(raw, lineno, text_field, loads)
-    if pending:  # the last line has no newline; reached only when the stream ended cleanly
-        raw = b"".join(pending)
-        if not raw.isspace():
-            yield _parse_line(raw, lineno + 1, text_field, loads)
-
-
 LINE_KINDS = frozenset({"jsonl", "jsonl.gz", "jsonl.zst"})
 
 
@@ -387,7 +365,7 @@ def line_chunks(inp: InputFile, size: int = 1 << 20, skip_bytes: int = 0, first_
     newline. :func:`parse_lines` turns a chunk into the items :func:`read_records` would yield.
 
     The build sends the chunks to its workers as they are, so the process that reads does little
-    more than decompress. ``skip_bytes`` (a line boundary) and ``first_line`` resume a stream where
+    more than decompress; :func:`read_records` parses them itself. ``skip_bytes`` (a line boundary) and ``first_line`` resume a stream where
     an interrupted build left it. Raises ``BadInputFile`` after yielding every complete line before
     damage.
     """
@@ -421,19 +399,16 @@ def line_chunks(inp: InputFile, size: int = 1 << 20, skip_bytes: int = 0, first_
                 start = cut
             pending = [buf[start:]] if start < len(buf) else []
             pending_len = len(buf) - start
-    except CorruptStream as e:
+    except (CorruptStream, OSError, BadInputFile) as e:  # damaged data, a read error, a failed download
         buf = b"".join(pending)
         cut = buf.rfind(b"\n") + 1
-        if cut:  # the complete lines before the damage
+        if cut:  # the complete lines that arrived before it
             n = buf.count(b"\n", 0, cut)
             yield buf[:cut], n
             line += n
-        after = f"after line {line:,} (every complete record before it was read)" if line else "before its first record"
-        raise BadInputFile(inp.path, f"{e}, {after}; re-download the file, or pass --skip-bad-files "
-                                     f"to go on without the rest of it") from None
-    except OSError as e:
-        raise BadInputFile(inp.path, f"cannot read it ({e.strerror or e}); check that it exists and "
-                                     f"is readable") from None
+        if isinstance(e, BadInputFile):
+            raise
+        raise _unreadable(inp, e, line) from None
     if to_skip:
         raise BadInputFile(inp.path, f"is shorter than when the build started ({skip_bytes:,} bytes were read "
                                      f"from it then); restore it, or use --overwrite to start over")
@@ -612,23 +587,30 @@ def read_records(inp: InputFile, text_field: str = "text", txt_blocks: bool = Fa
     if inp.kind == "parquet":
         yield from _parquet(inp, text_field)
         return
+    if inp.kind in LINE_KINDS:  # the lines the build's workers parse, parsed here the same way
+        line = 0
+        for chunk, newlines in line_chunks(inp, retry=retry, on_bytes=on_bytes):
+            yield from parse_lines(chunk, line, text_field)
+            line += newlines
+        return
     last = 0
     try:
         chunks = byte_chunks(inp, retry, on_bytes)
-        if inp.kind == "txt":
-            items = _txt_blocks(chunks) if txt_blocks else _txt_whole(chunks)
-        else:
-            items = _jsonl(_refuse_json_array(chunks, inp.path), text_field)
-        for item in items:
+        for item in _txt_blocks(chunks) if txt_blocks else _txt_whole(chunks):
             last = item.line
             yield item
-    except CorruptStream as e:
-        after = f"after line {last:,} (every complete record before it was read)" if last else "before its first record"
-        raise BadInputFile(inp.path, f"{e}, {after}; re-download the file, or pass --skip-bad-files "
-                                     f"to go on without the rest of it") from None
-    except OSError as e:
-        raise BadInputFile(inp.path, f"cannot read it ({e.strerror or e}); check that it exists and "
-                                     f"is readable") from None
+    except (CorruptStream, OSError) as e:
+        raise _unreadable(inp, e, last) from None
+
+
+def _unreadable(inp: InputFile, e: Exception, last_line: int) -> BadInputFile:
+    """The error for an input whose bytes stop being readable after line ``last_line``."""
+    if isinstance(e, CorruptStream):
+        after = (f"after line {last_line:,} (every complete record before it was read)" if last_line
+                 else "before its first record")
+        return BadInputFile(inp.path, f"{e}, {after}; re-download the file, or pass --skip-bad-files "
+                                      f"to go on without the rest of it")
+    return BadInputFile(inp.path, f"cannot read it ({e.strerror or e}); check that it exists and is readable")
 
 
 def probe(inp: InputFile, text_field: str = "text", retry: Retry | None = None) -> None:

@@ -48,3 +48,35 @@ def test_fallback_input_is_used_and_recorded_when_the_input_cannot_be_opened(tmp
 
     r = run_build("--input", missing, "--out", str(tmp_path / "no_fallback"))
     assert r.returncode == 2 and "404" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_download_that_keeps_failing_keeps_every_document_that_arrived(tmp_path, url, monkeypatch, workers):
+    """The server never sends past the middle of the file: with --skip-bad-files the build records the
+    URL as bad and keeps every complete line that arrived before the failure, no more, no less."""
+    import zlib
+    from dataclasses import dataclass
+
+    from preprocess import http
+    from preprocess.cli import main
+    from tests.test_build import assert_nothing_lost
+
+    @dataclass(frozen=True)
+    class Quick(http.Retry):  # the real retry loop, without its seconds of back-off
+        attempts: int = 3
+        backoff_s: float = 0.01
+        timeout_s: float = 5.0
+    monkeypatch.setattr(http, "Retry", Quick)
+
+    data = FILES["docs.json.gz"]
+    arrived = zlib.decompressobj(wbits=31).decompress(data[:len(data) // 2])
+    complete = arrived[:arrived.rfind(b"\n") + 1].splitlines()
+    assert 0 < len(complete) < len(DOCS)
+    u = url("always-cut/docs.json.gz")
+    out = tmp_path / "out"
+    assert main(["--input", u, "--out", str(out), "--vocab-size", "300", "--skip-bad-files", "--quiet",
+                 "--workers", workers]) == 0
+    m = shards.load_manifest(out)
+    assert m["inputs"][0]["status"].startswith("bad: ") and "download failed 3 times" in m["inputs"][0]["status"]
+    assert m["inputs"][0]["documents"] == len(complete)
+    assert_nothing_lost(out, [json.loads(line)["text"] for line in complete])
