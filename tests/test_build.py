@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 
 import shards
 import tokenizer as tk
-from preprocess.build import split_is_val
+from preprocess.encode import split_is_val
 from preprocess.cli import main
 from preprocess.options import OptionError, parse_count, parse_part, select_part
 from tests.conftest import sample_texts
@@ -283,7 +283,7 @@ def test_spawned_workers_give_the_same_shards(tmp_path, monkeypatch):
     JSON); the shards must be those of forked workers."""
     import multiprocessing
 
-    import preprocess.build as build_module
+    import preprocess.encode as encode_module
     corpus = tmp_path / "corpus"
     make_corpus(corpus, n_files=2, docs_per_file=40)
     assert build(corpus, tmp_path / "forked", "--workers", "2") == 0
@@ -292,7 +292,7 @@ def test_spawned_workers_give_the_same_shards(tmp_path, monkeypatch):
     def get_context(method):
         asked.append(method)
         return multiprocessing.get_context("spawn")
-    monkeypatch.setattr(build_module, "multiprocessing", type("Spawn", (), {"get_context": staticmethod(get_context)}))
+    monkeypatch.setattr(encode_module, "multiprocessing", type("Spawn", (), {"get_context": staticmethod(get_context)}))
     tok = str(tmp_path / "forked" / "tokenizer.json")
     assert build(corpus, tmp_path / "spawned", "--workers", "2", "--tokenizer", tok) == 0
     assert asked == ["fork"]  # the build asked for its Linux default and got spawn
