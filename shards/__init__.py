@@ -279,9 +279,10 @@ class ShardWriter:
         ``lengths`` their id counts (separators excluded). Returns the entries of the shards written."""
         lengths = np.asarray(lengths, dtype=np.int64)
         ends = np.cumsum(lengths + 1)  # each document's end within the block
-        if len(tokens) != (int(ends[-1]) if len(ends) else 0) or tokens.dtype != self.dtype:
-            raise ValueError(f"a block of {len(lengths)} documents needs {int(ends[-1]) if len(ends) else 0} "
-                             f"{self.dtype} tokens, got {len(tokens)} {tokens.dtype}")
+        need = int(ends[-1]) if len(ends) else 0
+        if len(tokens) != need or tokens.dtype != self.dtype:
+            raise ValueError(f"a block of {len(lengths)} documents needs {need} {self.dtype} tokens, "
+                             f"got {len(tokens)} {tokens.dtype}")
         entries = []
         done_tok = done_doc = 0
         while done_doc < len(lengths):
@@ -304,13 +305,8 @@ class ShardWriter:
         offsets = np.concatenate(self._offsets).astype(INDEX_DTYPE) if self._offsets else np.zeros(0, INDEX_DTYPE)
         return list(self._parts), offsets
 
-    def pending(self) -> tuple[np.ndarray, np.ndarray]:
-        """The buffered tokens, joined, and offsets not yet written."""
-        parts, offsets = self.pending_parts()
-        return (np.concatenate(parts) if parts else np.zeros(0, self.dtype)), offsets
-
     def restore(self, tokens: np.ndarray, offsets: np.ndarray) -> None:
-        """Put back a buffer returned by :meth:`pending` (the writer must be empty)."""
+        """Put back a buffer saved from :meth:`pending_parts`, its pieces joined (the writer must be empty)."""
         if self._n_tokens:
             raise RuntimeError("restore() on a writer that already holds documents")
         if len(tokens):

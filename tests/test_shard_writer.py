@@ -58,7 +58,8 @@ def test_pending_and_restore_round_trip(tmp_path):
     docs = [[5, 6, 7], [8], [9, 10]]
     w = shards.ShardWriter(tmp_path, "val", "uint16", EOT, 100)
     assert w.add_block(*block(docs)) == []
-    tokens, offsets = w.pending()
+    parts, offsets = w.pending_parts()
+    tokens = np.concatenate(parts)
     assert tokens.tolist() == [0, 5, 6, 7, 0, 8, 0, 9, 10] and offsets.tolist() == [0, 4, 6]
     w2 = shards.ShardWriter(tmp_path, "val", "uint16", EOT, 100)
     w2.restore(tokens, offsets)

@@ -15,9 +15,9 @@ import hashlib
 import json
 import os
 import re
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -86,26 +86,24 @@ def save(tok: Tokenizer, path: str | os.PathLike) -> str:
 
 
 def load(path: str | os.PathLike) -> Tokenizer:
-    path = Path(path)
-    if not path.exists():
-        raise TokenizerError(f"tokenizer file {path} does not exist")
-    try:
-        tok = Tokenizer.from_file(str(path))
-    except Exception as e:  # tokenizers raises a bare Exception for malformed files
-        raise TokenizerError(f"{path} is not a tokenizer.json that HF tokenizers can load: {e}") from None
-    eot_id(tok, source=path)
-    return tok
+    return read(path).tok
 
 
-class TokenizerFile(NamedTuple):
-    """A tokenizer.json read once: the tokenizer, its parsed JSON and its fingerprint."""
-    tok: Tokenizer
-    spec: dict
-    sha256: str
+class TokenizerFile:
+    """A tokenizer.json read once: the tokenizer, its parsed JSON and (computed when first asked for)
+    its fingerprint."""
+
+    def __init__(self, tok: Tokenizer, spec: dict):
+        self.tok = tok
+        self.spec = spec
+
+    @cached_property
+    def sha256(self) -> str:
+        return _canonical_sha256(self.spec)
 
 
 def read(path: str | os.PathLike) -> TokenizerFile:
-    """Load ``path``, parsing its text once for all three (a build needs each of them)."""
+    """Load ``path``, parsing its text once for the tokenizer and its JSON (a build needs both)."""
     path = Path(path)
     if not path.exists():
         raise TokenizerError(f"tokenizer file {path} does not exist")
@@ -116,7 +114,7 @@ def read(path: str | os.PathLike) -> TokenizerFile:
     except Exception as e:  # tokenizers raises a bare Exception for malformed files
         raise TokenizerError(f"{path} is not a tokenizer.json that HF tokenizers can load: {e}") from None
     eot_id(tok, source=path)
-    return TokenizerFile(tok, spec, _canonical_sha256(spec))
+    return TokenizerFile(tok, spec)
 
 
 def eot_id(tok: Tokenizer, source: str | os.PathLike = "tokenizer") -> int:
@@ -274,11 +272,6 @@ def _hf_ids(tok: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
         tok.encode_special_tokens = before
 
 
-def mismatches(a: Encoder, b: Encoder, texts: Sequence[str]) -> list[str]:
-    """The texts on which two encoders give different ids."""
-    return [t for t, x, y in zip(texts, a.encode_batch(texts), b.encode_batch(texts)) if x != y]
-
-
 def make_encoder(tok: Tokenizer, engine: str = "auto", sample: Sequence[str] = (),
                  spec: dict | None = None) -> Encoder:
     """The fastest exact encoder for ``tok`` (``spec``: its parsed JSON, when the caller has it).
@@ -300,7 +293,8 @@ def candidate_encoder(tok: Tokenizer, engine: str = "auto", spec: dict | None = 
         return Encoder(tok, "hf", "asked for with --encoder hf")
     if engine not in ("auto", "tiktoken"):
         raise TokenizerError(f"unknown encoder {engine!r}; use auto, tiktoken or hf")
-    why = _tiktoken_incompatibility(spec or json.loads(tok.to_str()))
+    spec = spec or json.loads(tok.to_str())
+    why = _tiktoken_incompatibility(spec)
     if why is None:
         try:
             return Encoder(tok, "tiktoken", spec=spec)
