@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a fresh clone
 
 from train.checkpoint import CheckpointError, find_checkpoint, load_model  # noqa: E402
-from train.model import GPT, apply_rope  # noqa: E402
+from train.model import GPT  # noqa: E402
 
 OPSET = 17
 TRACE_SHAPE = (2, 16)  # example input for tracing; the exported axes are dynamic
@@ -75,8 +75,7 @@ class WithPast(torch.nn.Module):
 
     def forward(self, input_ids, past_keys, past_values):
         m = self.model
-        B, T = input_ids.shape
-        P = past_keys.shape[3]
+        T, P = input_ids.shape[1], past_keys.shape[3]
         positions = torch.arange(T, device=input_ids.device) + P
         x = m.tok_emb(input_ids)
         rope = None
@@ -87,20 +86,13 @@ class WithPast(torch.nn.Module):
         # query i sits at position P + i and may see keys 0..P + i
         mask = torch.arange(T + P, device=input_ids.device)[None, :] <= positions[:, None]
         keys, values = [], []
-        for layer, block in enumerate(m.blocks):
-            attn = block.attn
-            h = block.norm1(x)
-            C = h.shape[-1]
-            q, k, v = attn.qkv(h).split(C, dim=2)
-            q, k, v = (t.view(B, T, attn.n_heads, C // attn.n_heads).transpose(1, 2) for t in (q, k, v))
-            if rope is not None:
-                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        for layer, block in enumerate(m.blocks):  # Block.forward, with the cache passed in and out
+            q, k, v = block.attn.heads(block.norm1(x), rope)
             k = torch.cat((past_keys[layer], k), dim=2)
             v = torch.cat((past_values[layer], v), dim=2)
             keys.append(k)
             values.append(v)
-            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            x = x + attn.proj(y.transpose(1, 2).reshape(B, T, C))
+            x = x + block.attn.out(torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask))
             x = x + block.mlp(block.norm2(x))
         logits = torch.nn.functional.linear(m.norm(x), m.tok_emb.weight)
         return logits, torch.stack(keys), torch.stack(values)

@@ -112,12 +112,23 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, rope=None, kv_cache=None, layer=0, start_pos=0):
+    def heads(self, x, rope=None):
+        """Queries, keys and values of x: (B, T, C), each (B, n_heads, T, head_dim), rotated with RoPE."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return q, k, v
+
+    def out(self, y):
+        """The heads' outputs y: (B, n_heads, T, head_dim) merged and projected back to (B, T, C)."""
+        B, nh, T, hd = y.shape
+        return self.resid_dropout(self.proj(y.transpose(1, 2).contiguous().view(B, T, nh * hd)))
+
+    def forward(self, x, rope=None, kv_cache=None, layer=0, start_pos=0):
+        B, T, C = x.shape
+        q, k, v = self.heads(x, rope)
         dropout = self.dropout if self.training else 0.0
         if kv_cache is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
@@ -129,8 +140,7 @@ class CausalSelfAttention(nn.Module):
             # query i sits at absolute position start_pos + i and may see keys 0..start_pos + i
             mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=start_pos)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.proj(y))
+        return self.out(y)
 
 
 class MLP(nn.Module):
