@@ -15,7 +15,8 @@ import shards
 from tests.conftest import build_dataset, sample_texts
 from train.checkpoint import find_checkpoint, load_model
 from train.config import Config, ConfigError, load_config
-from train.trainer import TrainingError, get_lr, train
+from train.optim import get_lr
+from train.trainer import TrainingError, train
 
 TINY = ["model.seq_len=32", "model.n_layers=2", "model.d_model=64", "model.n_heads=2", "training.batch_size=4",
         "training.warmup_steps=5", "training.lr=3e-3", "training.log_interval=1", "training.eval_interval=10",

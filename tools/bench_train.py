@@ -32,7 +32,8 @@ import shards
 from train.config import load_config
 from train.loader import Loader, TokenWindows
 from train.model import GPT, peak_flops
-from train.trainer import Dist, build_optimizer, resolve_device, resolve_precision, train
+from train.optim import build_optimizer
+from train.trainer import Dist, resolve_device, resolve_precision, train
 
 CPU_DEFAULTS = ["model.seq_len=128", "model.n_layers=2", "model.d_model=128", "model.n_heads=4",
                 "training.batch_size=8"]

@@ -30,6 +30,7 @@ from train import checkpoint as ckpt
 from train.config import Config, ConfigError
 from train.loader import Loader, ValWindows
 from train.model import GPT, peak_flops
+from train.optim import build_optimizer, get_lr
 
 METRICS_NAME = "metrics.jsonl"
 WANDB_ID_NAME = "wandb_run_id"  # the W&B run this directory logs to (logging.wandb=true)
@@ -92,24 +93,6 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_native_bf16() else "fp32"
-
-
-def get_lr(step: int, lr: float, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
-    """Linear warmup over ``warmup_steps`` to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at max_steps."""
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
-    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def build_optimizer(model: GPT, cfg: Config, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on weight matrices only (not biases, norms or embeddings)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (decay if p.dim() >= 2 and "emb" not in name else no_decay).append(p)
-    t = cfg.training
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), fused=device.type == "cuda")
 
 
 def steps_for(cfg: Config, world_size: int) -> tuple[int, int]:
