@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Iterator
 
-from preprocess.readers import BadInputFile
+from preprocess.errors import BadInputFile
 
 USER_AGENT = "memmap-gpt-preprocess (urllib)"
 # Statuses worth retrying: the server or a proxy is busy or briefly broken.

@@ -21,17 +21,17 @@ import glob
 import json
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import orjson
+
+from preprocess import http
+from preprocess.errors import BadInputFile, CorruptStream
 
 try:  # ISA-L inflates gzip about twice as fast as zlib, with the same interface and the same checks
     from isal import isal_zlib as inflate
 except ImportError:  # no wheel for this platform: the standard library's zlib
     import zlib as inflate
-
-if TYPE_CHECKING:
-    from preprocess.http import Retry
 
 # Decompressed output is produced in pieces of at most this many bytes, so one compressed chunk of
 # highly repetitive text cannot expand into an unbounded buffer.
@@ -70,21 +70,6 @@ class Skipped:
     reason: str       # one of SKIP_REASONS
     line: int
     detail: str
-
-
-class BadInputFile(Exception):
-    """A whole input cannot be read; ``str(e)`` names it, says what went wrong and what to do.
-
-    Records yielded before the error stay valid.
-    """
-
-    def __init__(self, path: str, message: str):
-        super().__init__(f"{path}: {message}")
-        self.path = path
-
-
-class CorruptStream(Exception):
-    """Raised inside a byte chain; ``read_records`` turns it into ``BadInputFile`` with the line."""
 
 
 def is_url(spec: str) -> bool:
@@ -283,12 +268,11 @@ def _counted(chunks: Iterable[bytes], on_bytes: Callable[[int], None]) -> Iterat
         yield chunk
 
 
-def byte_chunks(inp: InputFile, retry: Retry | None = None,
+def byte_chunks(inp: InputFile, retry: http.Retry | None = None,
                 on_bytes: Callable[[int], None] | None = None) -> Iterator[bytes]:
     """The decompressed bytes of a local or HTTP input, in chunks; ``on_bytes(n)`` is told of every
     ``n`` bytes read from the source (compressed bytes: what a progress bar over file sizes counts)."""
     if is_url(inp.path):
-        from preprocess import http
         raw = http.stream(inp.path, retry=retry)
     else:
         raw = _file_chunks(inp.path)
@@ -358,7 +342,7 @@ def _refuse_json_array(chunks: Iterable[bytes], path: str) -> Iterator[bytes]:
 
 
 def line_chunks(inp: InputFile, size: int = 1 << 20, skip_bytes: int = 0, first_line: int = 0,
-                retry: Retry | None = None, on_bytes: Callable[[int], None] | None = None,
+                retry: http.Retry | None = None, on_bytes: Callable[[int], None] | None = None,
                 ) -> Iterator[tuple[bytes, int]]:
     """The decompressed bytes of a JSONL input (a kind in LINE_KINDS) as ``(chunk, newlines)`` pieces of
     whole lines, each about ``size`` bytes (longer when one line is); only the last may end without a
@@ -518,8 +502,7 @@ def _open_parquet(inp: InputFile, text_field: str):
 
     try:
         if is_url(inp.path):
-            from preprocess import http
-            pf = pq.ParquetFile(http.RangeFile(inp.path))
+                pf = pq.ParquetFile(http.RangeFile(inp.path))
         else:
             pf = pq.ParquetFile(inp.path)
         schema = pf.schema_arrow
@@ -573,7 +556,7 @@ def _check_str(text: str, line: int) -> Record | Skipped:
 # the entry points
 
 def read_records(inp: InputFile, text_field: str = "text", txt_blocks: bool = False,
-                 retry: Retry | None = None, on_bytes: Callable[[int], None] | None = None,
+                 retry: http.Retry | None = None, on_bytes: Callable[[int], None] | None = None,
                  ) -> Iterator[Record | Skipped]:
     """Yield every document of ``inp`` in file order, one at a time, and a ``Skipped`` per bad record.
 
@@ -613,7 +596,7 @@ def _unreadable(inp: InputFile, e: Exception, last_line: int) -> BadInputFile:
     return BadInputFile(inp.path, f"cannot read it ({e.strerror or e}); check that it exists and is readable")
 
 
-def probe(inp: InputFile, text_field: str = "text", retry: Retry | None = None) -> None:
+def probe(inp: InputFile, text_field: str = "text", retry: http.Retry | None = None) -> None:
     """Raise ``BadInputFile`` quickly when ``inp`` cannot be opened (for ``--fallback-input``).
 
     Opens the input and reads its first record (or the first chunk for local files), no more.
@@ -622,7 +605,6 @@ def probe(inp: InputFile, text_field: str = "text", retry: Retry | None = None) 
         _load_hf(inp.path, probe=True)
         return
     if is_url(inp.path):
-        from preprocess import http
         http.probe(inp.path, retry=retry)
         return
     if not os.path.isfile(inp.path):
