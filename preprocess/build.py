@@ -1,24 +1,30 @@
-"""The build: inputs -> tokenizer -> encoded documents -> train/val shards -> manifest.
+"""The build: inputs -> plan -> tokenizer -> encoded documents -> train/val shards -> manifest.
 
-The token stream is a pure function of the inputs and the output-shaping options: inputs are read in
-resolve order, records in file order, and encoded batches are consumed in submission order whatever
-the number of worker processes, so the shards are byte-identical for any ``--workers``. Each document
-goes to val when the first 8 bytes of sha256(its id, or its text when it has none), read as a
-fraction of 2**64, are below ``--val-fraction``.
+What is read is decided once, by the plan (``preprocess/plan.py``): which files, in which order, and
+how many tokens each may give. This module carries it out. The token stream is a pure function of the
+plan and the output-shaping options: reads in plan order, records in file order, encoded batches
+consumed in submission order whatever the number of worker processes, so the shards are
+byte-identical for any ``--workers``. Each document goes to val when the first 8 bytes of sha256(its
+id, or its text when it has none), read as a fraction of 2**64, are below ``--val-fraction``.
 
 Who does what: this process reads; for JSONL inputs it only decompresses and cuts whole lines, and
 the workers parse, encode and lay each batch out per split (parquet, txt and hf: records are read
-here). This process then hands the batches to the shard writers in order and keeps the books.
+here). This process then hands the batches to the shard writers in order and keeps the books
+(:class:`MainPass`).
 
-Resumption: after every batch that finished a shard, ``OUT/.build/state.json`` is replaced atomically
-with the stream position (input index, records consumed from it, and for a JSONL input the
-decompressed bytes and lines they end at), the counters, the shard entries and the names of files
-holding both writers' unflushed buffers. A rerun re-reads the current input, skips what was consumed
-and continues; since the stream is deterministic, what it writes is what an uninterrupted build would
-have written. ``manifest.json`` is written last, then ``.build`` removed.
+Trust and resumption: a document is kept for good only once everything up to it has passed its
+checks (a gzip member's CRC sits at the member's end; plain JSON Lines, parquet and txt are trusted
+as read). At each such verified point where a shard was finished, ``OUT/.build/state.json`` is replaced
+atomically with the stream position (read index, records consumed from it, and for a JSONL input the
+decompressed bytes and lines they end at), the counters, the shard entries and the files holding
+both writers' unflushed buffers. A damaged member rolls the books back to the last verified point
+(the shards written since are deleted); a rerun re-reads the current input from its start, skips
+what was consumed and continues, and since the stream is deterministic it writes what an
+uninterrupted build would have written. ``manifest.json`` is written last, then ``.build`` removed.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
@@ -31,12 +37,14 @@ from tqdm import tqdm
 
 import shards
 import tokenizer as tk
+from preprocess import plan as plans
 from preprocess import readers
-from preprocess.encode import Batch, Encoded, EncoderCheck, encode_in_order
-from preprocess.options import BuildOptions, differences, select_part
-from preprocess.progress import Progress, print_summary
-from preprocess.state import (BuildState, clear_output, has_foreign_output, load_state, remove_temporaries,
-                              save_state)
+from preprocess.encode import Batch, Encoded, EncoderCheck, Settings, encode_in_order
+from preprocess.errors import BadInputFile
+from preprocess.options import BuildOptions, differences, parse_part, select_part
+from preprocess.progress import Progress, print_summary, source_rows
+from preprocess.state import (BuildState, Snapshot, clear_output, has_foreign_output, load_state, remove_temporaries,
+                              remove_unlisted_shards, save_state)
 
 BATCH_CHARS = 1 << 20  # text per encode batch: large enough to amortise hand-offs, small for memory
 CHUNK_BYTES = 1 << 20  # JSONL per batch, parsed by the worker that encodes it
@@ -51,6 +59,645 @@ MAX_REPORTED_SKIPS = 5
 
 class BuildError(Exception):
     """A build problem the user can act on; the message says what to do."""
+
+
+class _EngineRejected(Exception):
+    """The fast engine failed its check before any of its output was used; ``encoder`` replaces it."""
+
+    def __init__(self, encoder: tk.Encoder):
+        super().__init__(encoder.reason)
+        self.encoder = encoder
+
+
+class Builder:
+    def __init__(self, opts: BuildOptions, log=None):
+        self.opts = opts
+        self.out = Path(opts.out)
+        # tqdm.write keeps messages from tearing the progress bar
+        self.log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+        self.reported_skips = 0
+        self.progress: Progress | None = None  # the encoding pass's bar, fed by the readers as they read
+        self.cut: set[int] = set()  # reads whose documents are no longer kept (their budget was reached)
+
+    def note(self, msg: str) -> None:
+        """What the build is doing (not shown with --quiet); ``log`` is for what the user must know."""
+        if not self.opts.quiet:
+            self.log(msg)
+
+    # -- inputs and the plan ---------------------------------------------------------------------
+
+    def resolve(self) -> tuple[list[readers.InputFile], dict]:
+        """Every input file (of all parts) and a note on where they came from."""
+        o = self.opts
+        if not o.inputs and not o.input_list:
+            from preprocess.default_corpus import default_corpus_dir, ensure_default_corpus
+            corpus = default_corpus_dir(self.out)
+            ensure_default_corpus(corpus)  # written once, then reused while its checksums hold
+            self.note(f"no --input given: building on the built-in default corpus (Python's documentation) "
+                      f"in {corpus}")
+            return readers.resolve_inputs([str(corpus)]), {"source": "default corpus"}
+        try:
+            inputs = readers.resolve_inputs(list(o.inputs), o.input_list, note=self.log)
+            if not inputs:
+                raise ValueError(f"no input files in {o.input_list or o.inputs}")
+            if o.fallback_input:  # is the input there at all? (--skip-bad-files copes with any one bad file)
+                readers.probe(inputs[0], o.text_field)
+            return inputs, {"source": "input"}
+        except (BadInputFile, OSError, ValueError) as e:
+            if not o.fallback_input:
+                raise BuildError(f"cannot read the input: {e}") from None
+            self.log(f"the input cannot be opened ({e}); using --fallback-input {o.fallback_input}")
+            try:
+                inputs = readers.resolve_inputs([o.fallback_input], note=self.log)
+                readers.probe(inputs[0], o.text_field)
+            except (BadInputFile, OSError, ValueError, IndexError) as e2:
+                raise BuildError(f"neither the input ({e}) nor --fallback-input {o.fallback_input} ({e2}) "
+                                 f"can be read") from None
+            return inputs, {"source": "fallback", "fallback_input": o.fallback_input, "primary_error": str(e)}
+
+    def make_plan(self, inputs: list[readers.InputFile]) -> tuple[plans.Plan, list[readers.InputFile]]:
+        """The plan's fixed part for these inputs (URLs sized by HEAD), and the inputs with their sizes."""
+        o = self.opts
+        sampled = o.max_tokens is not None and not o.in_order
+        t0 = time.perf_counter()
+        try:
+            sized, bad = plans.with_sizes(inputs, required=sampled, skip_bad=o.skip_bad_files, log=self.log)
+        except BadInputFile as e:
+            raise BuildError(f"cannot plan the build: {e}") from None
+        if any(readers.is_url(x.path) for x in inputs):
+            self.note(f"sized {sum(readers.is_url(x.path) for x in inputs):,} URLs with HEAD requests in "
+                      f"{time.perf_counter() - t0:.1f} s")
+        plan = plans.Plan.make(sized, max_tokens=o.max_tokens, in_order=o.in_order, mix=plans.parse_mix(o.mix),
+                               source_pattern=o.source_pattern, seed=o.seed,
+                               sample_bytes=o.tokenizer_sample_bytes, bad=bad)
+        return plan, sized
+
+    def show_plan(self) -> None:
+        """``--plan``: print the per-source table and stop, having fetched nothing but headers (a plan
+        already measured by a build in OUT is shown with its measurements)."""
+        inputs, _ = self.resolve()
+        plan, _ = self.make_plan(inputs)
+        saved = plans.load(self.out) if (self.out / plans.PLAN_NAME).exists() else None
+        if saved is not None and saved.fixed() == plan.fixed():
+            plan = saved
+        print(plans.describe(plan, parse_part(self.opts.part) if self.opts.part else None))
+
+    def reads(self, plan: plans.Plan) -> list[list]:
+        """This build's reads: the plan's, or its ``--part``'s share (for a plain build, as before the
+        plan: every N-th input file from the I-th)."""
+        o = self.opts
+        if o.part is None:
+            reads = plan.part_reads(None)
+        elif plan.sampled:
+            reads = plan.part_reads(parse_part(o.part))
+        else:
+            reads = select_part(plan.part_reads(None), o.part)
+        if not reads:
+            raise BuildError(f"--part {o.part} selects none of the plan's {len(plan.reads)} reads; use fewer "
+                             f"parts than files to read")
+        return reads
+
+    # -- tokenizer -------------------------------------------------------------------------------
+
+    def prepare_tokenizer(self, plan: plans.Plan, inputs, given_sha: str | None) -> tk.TokenizerFile:
+        """Train (or copy, or reuse after an interruption) OUT/tokenizer.json and read it.
+
+        ``given_sha``: the fingerprint an interrupted build started with, which must not change.
+        """
+        o, path = self.opts, self.out / shards.TOKENIZER_NAME
+        if o.tokenizer is not None:
+            src = Path(o.tokenizer)
+            if src.resolve() != path.resolve():
+                shards.atomic_write_bytes(path, src.read_bytes())
+        elif not path.exists():
+            t0 = time.perf_counter()
+            budgets = plan.sample_budgets()
+            self.note(f"training a {o.vocab_size:,}-token byte-level BPE on up to {o.tokenizer_sample_bytes / 1e6:,.0f} "
+                      f"MB of text (--tokenizer-sample-bytes) drawn from {len(budgets)} sources in their shares")
+            texts = plans.sample_texts(plan, inputs, o.text_field, o.txt_blocks, lambda t: tk.repair_surrogates(t)[0])
+            tok = tk.train_bpe(texts, vocab_size=o.vocab_size, show_progress=not o.quiet and sys.stderr.isatty())
+            tk.save(tok, path)
+            self.note(f"tokenizer trained in {time.perf_counter() - t0:.1f} s -> {path}")
+        # loaded and fingerprinted once, up front, when given: the copy has the same bytes
+        loaded = self.given if o.tokenizer is not None else tk.read(path)
+        if given_sha is not None and loaded.sha256 != given_sha:
+            raise BuildError(f"{path} is not the tokenizer this build started with; use --overwrite to rebuild")
+        return loaded
+
+    def encoder_sample(self, plan: plans.Plan, inputs) -> list[str]:
+        """The first documents of each source's first file, up to ENCODER_SAMPLE_BYTES in all."""
+        sample, size = [], 0
+        per_source = ENCODER_SAMPLE_BYTES // max(1, len(plan.sources))
+        for s in plan.sources:
+            got = 0
+            try:
+                for item in readers.read_records(inputs[s.files[0]], self.opts.text_field, self.opts.txt_blocks):
+                    if type(item) is readers.Record:
+                        text = tk.repair_surrogates(item.text)[0]
+                        sample.append(text)
+                        got += len(text.encode("utf-8"))
+                        if got >= per_source or len(sample) >= ENCODER_SAMPLE_DOCS:
+                            break
+            except BadInputFile:
+                pass
+            size += got
+        return sample
+
+    def start_encoder(self, loaded: tk.TokenizerFile, plan, inputs) -> tuple[tk.Encoder, EncoderCheck | None]:
+        """The encoder to start with and, for the fast engine, its equivalence check running in a thread.
+
+        The check (HF's ids on a sample, about 0.1 s) overlaps the first batches; the main pass waits for
+        it before it takes the first batch's ids, so nothing is written with an engine that failed it.
+        """
+        candidate = tk.candidate_encoder(loaded.tok, self.opts.encoder, loaded.spec)
+        if candidate.engine != "tiktoken":
+            self._log_encoder(candidate)
+            return candidate, None
+        return candidate, EncoderCheck(lambda: tk.verify_encoder(candidate, loaded.tok,
+                                                                 self.encoder_sample(plan, inputs), self.opts.encoder))
+
+    def _log_encoder(self, enc: tk.Encoder) -> None:
+        # falling back to the slower engine unasked is worth a warning; the rest is a note
+        unasked_fallback = enc.engine == "hf" and self.opts.encoder != "hf"
+        (self.log if unasked_fallback else self.note)(f"encoder: {enc.engine} ({enc.reason})")
+
+    def _checked(self, encoder: tk.Encoder, check: EncoderCheck | None) -> tk.Encoder:
+        """Wait for the encoder check: the encoder to go on with, or _EngineRejected."""
+        if check is None:
+            return encoder
+        verified = check.result()
+        self._log_encoder(verified)
+        if verified is not encoder:
+            raise _EngineRejected(verified)
+        return encoder
+
+    def measure(self, plan: plans.Plan, inputs, encoder: tk.Encoder) -> None:
+        """Measure every source's tokens per byte and set the plan's quotas and reads."""
+        t0 = time.perf_counter()
+
+        def count(texts: list[str]) -> list[int]:
+            return [len(ids) for ids in encoder.encode_batch([tk.repair_surrogates(t)[0] for t in texts])]
+        rates = plans.measure(plan, inputs, count, self.opts.text_field, self.opts.txt_blocks)
+        missing = [s.name for s in plan.sources if s.name not in rates]
+        if missing:
+            raise BuildError(f"no file of source {missing[0]} could be read to measure its tokens per byte; "
+                             f"check its files (e.g. {inputs[plan.sources[0].files[0]].path})")
+        plan.set_rates(rates)
+        self.note(f"measured {len(rates)} sources in {time.perf_counter() - t0:.1f} s\n{plans.describe(plan)}")
+
+    # -- the build -------------------------------------------------------------------------------
+
+    def check_output(self, shaping: dict, given_sha: str | None) -> BuildState | None | str:
+        """Decide what to do with what is already in OUT: ``"done"``, a state to resume, or None (fresh)."""
+        o = self.opts
+        if o.overwrite:
+            clear_output(self.out, keep=o.tokenizer)
+            return None
+        if (self.out / shards.MANIFEST_NAME).exists():
+            m = shards.load_manifest(self.out)
+            diff = differences(m["options"], shaping)
+            if given_sha is not None and given_sha != m["tokenizer_sha256"]:
+                diff.append(f"--tokenizer {o.tokenizer} is not the tokenizer the dataset was built with")
+            if diff:
+                raise BuildError(f"{self.out} holds a dataset built with different options: " + "; ".join(diff)
+                                 + ". Use another --out, or --overwrite to replace it")
+            # same options, but are these still its inputs? (files added to an input directory, a file
+            # replaced): "up to date" must not hide them
+            saved = plans.load(self.out)
+            now, _ = self.make_plan(self.resolve()[0])
+            changed = saved.differences(now) if saved is not None else ["it has no plan.json"]
+            if changed:
+                raise BuildError(f"{self.out} was built from other input files than these ({'; '.join(changed)}). "
+                                 f"Use another --out, or --overwrite to rebuild it")
+            return "done"
+        state = load_state(self.out)
+        if state is not None:
+            diff = differences(state.options, shaping)
+            if given_sha is not None and state.tokenizer_sha256 is not None and given_sha != state.tokenizer_sha256:
+                diff.append(f"--tokenizer {o.tokenizer} is not the tokenizer the build started with")
+            if diff:
+                raise BuildError(f"{self.out} holds an unfinished build with different options: " + "; ".join(diff)
+                                 + ". Rerun with the same options to resume it, or --overwrite to start over")
+            return state
+        if has_foreign_output(self.out, o.tokenizer):
+            raise BuildError(f"{self.out} holds shard or tokenizer files but no build state or manifest; "
+                             f"use another --out, or --overwrite to replace them")
+        return None
+
+    def run(self) -> dict | None:
+        o = self.opts
+        self.t_start = time.perf_counter()
+        o.validate()
+        if o.show_plan:
+            self.show_plan()
+            return None
+        shaping = o.shaping()
+        given_sha = None
+        if o.tokenizer is not None:
+            self.given = tk.read(o.tokenizer)
+            given_sha = self.given.sha256
+            dtype = shards.choose_dtype(self.given.tok.get_vocab_size(), o.dtype)
+        else:
+            # refused up front, before any input is read or anything trained
+            dtype = shards.choose_dtype(o.vocab_size, o.dtype)
+        self._make_out()
+        try:
+            with shards.directory_lock(self.out, "python -m preprocess"):
+                return self._run_locked(shaping, given_sha, dtype)
+        except shards.DiskFull as e:
+            raise BuildError(f"{e}. Free some space there and run the same command again: every finished shard "
+                             f"is kept and the build resumes where it stopped") from None
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise BuildError(f"no space left on the device writing {e.filename or self.out}. Free some space there "
+                             f"and run the same command again: the build resumes where it stopped") from None
+
+    def _make_out(self) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise BuildError(f"--out {self.out} is a file, not a directory; give a directory for the dataset")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BuildError(f"--out {self.out}: cannot create it ({e.strerror}); pick a directory you can "
+                             f"write to") from None
+        if not os.access(self.out, os.W_OK | os.X_OK):
+            raise BuildError(f"--out {self.out} is not writable by this user; pick a directory you can write to")
+
+    def _run_locked(self, shaping: dict, given_sha: str | None, dtype: str) -> dict | None:
+        o = self.opts
+        if o.tokenizer_only:
+            return self.tokenizer_only()
+        if o.part is not None and o.tokenizer is None:
+            raise BuildError("--part needs --tokenizer FILE, so that all parts share one tokenizer and can be "
+                             "merged: train it once with `python -m preprocess --tokenizer-only --out DIR "
+                             "[the same --input ...]`, then build every part with --tokenizer DIR/tokenizer.json")
+        remove_temporaries(self.out)
+        found = self.check_output(shaping, given_sha)
+        if found == "done":
+            shutil.rmtree(self.out / shards.BUILD_DIR, ignore_errors=True)  # left if killed just after the manifest
+            self.log(f"{self.out} is up to date (a finished dataset built with these options); nothing to do")
+            return None
+        inputs, source = self.resolve()
+        plan, inputs = self.make_plan(inputs)
+        state = found or BuildState.fresh(shaping, len(inputs))
+        if found is not None:
+            plan = self._resume_plan(plan, state)
+            state.options = shaping  # may differ from the saved ones in resume-neutral options only
+            remove_unlisted_shards(self.out, state)
+        save_state(self.out, state)  # before anything else is written, so OUT is known to be ours
+        plans.save(self.out, plan)
+        loaded = self.prepare_tokenizer(plan, inputs, state.tokenizer_sha256)
+        if state.tokenizer_sha256 is None:
+            state.tokenizer_sha256 = loaded.sha256
+            save_state(self.out, state)
+        encoder, check = self.start_encoder(loaded, plan, inputs)
+        if plan.reads is None:  # a sampled plan: its quotas wait for each source's tokens per byte
+            try:
+                encoder, check = self._checked(encoder, check), None
+            except _EngineRejected as e:
+                encoder, check = e.encoder, None
+            self.measure(plan, inputs, encoder)
+            plans.save(self.out, plan)
+        reads = self.reads(plan)
+        if found is not None:
+            k = state.position[0]
+            self.log(f"resuming the build in {self.out}: {len(state.shards)} shards done, read "
+                     f"{min(k + 1, len(reads))} of {len(reads)}")
+        try:
+            return self.encode_all(plan, inputs, reads, source, state, loaded.tok, encoder, dtype, check)
+        except _EngineRejected as e:  # nothing was written with the fast engine: start over with HF
+            return self.encode_all(plan, inputs, reads, source, state, loaded.tok, e.encoder, dtype)
+
+    def _resume_plan(self, now: plans.Plan, state: BuildState) -> plans.Plan:
+        """The saved plan of the unfinished build, which ``now`` (computed from the inputs as they are)
+        must match; the one input the build stopped on as bad may have been replaced (re-downloaded):
+        the build goes on inside it from its last verified point."""
+        saved = plans.load(self.out)
+        if saved is None:  # killed before the plan was saved: nothing was read yet
+            return now
+        if saved.fixed() == now.fixed():
+            return saved
+        reads = saved.reads if saved.reads is not None else now.reads
+        k = state.position[0]
+        i = reads[k][0] if reads is not None and k < len(reads) else None
+        changed = [j for j, (a, b) in enumerate(zip(saved.inputs, now.inputs)) if a != b]
+        replaced = (i is not None and changed == [i] and len(saved.inputs) == len(now.inputs)
+                    and saved.inputs[i][:2] == now.inputs[i][:2]
+                    and str(state.input_stats[i]["status"]).startswith("bad: ")
+                    and {k2: v for k2, v in saved.fixed().items() if k2 != "inputs"}
+                    == {k2: v for k2, v in now.fixed().items() if k2 != "inputs"})
+        if not replaced:
+            raise BuildError(f"the plan of the unfinished build in {self.out} differs from these inputs and options: "
+                             + "; ".join(saved.differences(now)) + ". Restore the inputs, or use --overwrite to "
+                             "start over")
+        self.log(f"{now.inputs[i][0]} has changed since it failed; going on inside it after the "
+                 f"{state.input_stats[i]['records']:,} records read before its last verified point (the plan keeps "
+                 f"the sizes it was made with)")
+        saved.inputs[i] = now.inputs[i]
+        state.input_stats[i]["status"] = "reading"
+        return saved
+
+    # -- the main pass ---------------------------------------------------------------------------
+
+    def batches(self, inputs, reads, start: int, skip: int, resume: list | None) -> Iterator[Batch]:
+        """The batches of every read from ``start`` on; ``skip`` items of read ``start`` were consumed
+        before an interruption (and ``resume``, [bytes, lines], says where they end in a JSONL input)."""
+        for k in range(start, len(reads)):
+            inp = inputs[reads[k][0]]
+            if inp.kind in readers.LINE_KINDS:
+                yield from self._chunk_batches(k, inp, *(resume or (0, 0)) if k == start else (0, 0))
+            else:
+                yield from self._item_batches(k, inp, skip if k == start else 0)
+
+    def _chunk_batches(self, k: int, inp, byte_start: int, line_start: int) -> Iterator[Batch]:
+        """A JSONL input as raw line chunks. Once the read is cut, its chunks are no longer kept: it is
+        read on only to the end of the member holding the cut (whose check makes the cut's documents
+        trustworthy), then a ``drained`` batch says so."""
+        on_bytes = (lambda n: self.progress.read_bytes(k, n)) if self.progress else None
+        byte_end, line_end = byte_start, line_start
+        chunks = readers.line_chunks(inp, CHUNK_BYTES, byte_start, line_start, on_bytes=on_bytes)
+        try:
+            for chunk, newlines, verified in chunks:
+                if k in self.cut:
+                    if verified:
+                        yield Batch(k, drained=True)
+                        return
+                    continue
+                byte_end += len(chunk)
+                yield Batch(k, raw=chunk, first_line=line_end, byte_end=byte_end, line_end=line_end + newlines,
+                            verified=verified)
+                line_end += newlines
+        except BadInputFile as e:
+            yield Batch(k, bad=e, byte_end=byte_end, line_end=line_end, verified=False)
+            return
+        finally:
+            chunks.close()
+        yield Batch(k, drained=True) if k in self.cut else Batch(k, done=True, byte_end=byte_end, line_end=line_end)
+
+    def _item_batches(self, k: int, inp, skip: int) -> Iterator[Batch]:
+        """Parquet, txt and hf: inputs: records read here, in batches of about BATCH_CHARS of text."""
+        on_bytes = (lambda n: self.progress.read_bytes(k, n)) if self.progress else None
+        batch, chars, n = Batch(k, items=[]), 0, 0
+        try:
+            for item in readers.read_records(inp, self.opts.text_field, self.opts.txt_blocks, on_bytes=on_bytes):
+                n += 1
+                if n <= skip:
+                    continue
+                batch.items.append(item)
+                if type(item) is readers.Record:
+                    chars += len(item.text)
+                    if chars >= BATCH_CHARS or len(batch.items) >= BATCH_DOCS:
+                        yield batch
+                        if k in self.cut:
+                            return
+                        batch, chars = Batch(k, items=[]), 0
+        except BadInputFile as e:
+            if batch.items:
+                yield batch  # the records before the damage: parquet and txt are trusted as read
+            yield Batch(k, bad=e, verified=False)
+            return
+        yield batch
+        if k not in self.cut:
+            yield Batch(k, done=True)
+
+    def _report_skip(self, inp, item) -> None:
+        if self.reported_skips < MAX_REPORTED_SKIPS:
+            self.log(f"skipped {inp.path}:{item.line}: {item.reason} ({item.detail})")
+        elif self.reported_skips == MAX_REPORTED_SKIPS:
+            self.log("further skipped records are only counted (see the manifest's \"skipped\")")
+        self.reported_skips += 1
+
+    def encode_all(self, plan, inputs, reads, source, state: BuildState, tok, encoder, dtype,
+                   check: EncoderCheck | None = None) -> dict:
+        o, t0 = self.opts, time.perf_counter()
+        eot = tk.eot_id(tok)
+        writers = {s: shards.ShardWriter(self.out, s, dtype, eot, o.shard_tokens, state.next_index[s])
+                   for s in shards.SPLITS}
+        for split, (toks, offs) in state.load_pending(self.out).items():
+            writers[split].restore(toks, offs)
+        self.cut = set()
+        progress = self.progress = Progress([inputs[i] for i, _ in reads], state, disable=o.quiet)
+        books = MainPass(self, plan, inputs, reads, state, writers)
+        try:
+            start, skip = state.position
+            batches = self.batches(inputs, reads, start, skip, state.resume) if not state.stopped else iter(())
+            settings = Settings(encoder, o.val_fraction, shards.numpy_dtype(dtype), eot, o.text_field)
+            for batch, enc in encode_in_order(batches, settings, o.workers):
+                if check is not None:  # before the first batch changes anything
+                    encoder, check = self._checked(encoder, check), None
+                if books.take(batch, enc):
+                    break
+        finally:
+            progress.close()
+        if check is not None:  # no batch was taken (a resumed build already at --max-tokens)
+            try:
+                encoder = self._checked(encoder, check)
+            except _EngineRejected as e:
+                encoder = e.encoder
+        for s in shards.SPLITS:
+            entry = writers[s].flush()
+            if entry:
+                state.shards.append(entry)
+        self._final_statuses(plan, reads, state)
+        if not state.total_documents():
+            raise BuildError(self._why_empty(state))
+        manifest = self.manifest(plan, inputs, reads, source, state, tok, encoder, dtype, eot)
+        shards.write_manifest(self.out, manifest)
+        shutil.rmtree(self.out / shards.BUILD_DIR, ignore_errors=True)
+        if not o.quiet:
+            print_summary(self.out, manifest, time.perf_counter() - t0, progress.tokens - progress.start_tokens,
+                          books.text_bytes, time.perf_counter() - self.t_start)
+        return manifest
+
+    def _final_statuses(self, plan, reads, state: BuildState) -> None:
+        in_reads = {i for i, _ in reads}
+        for i, stats in enumerate(state.input_stats):
+            if i in plan.bad:
+                stats["status"] = f"bad: {plan.bad[i]}"
+            elif i not in in_reads:
+                stats["status"] = ("not planned: its source's quota is met by its other files" if plan.sampled
+                                   else "not read: another part")
+            elif stats["status"] == "pending":
+                stats["status"] = "not read: --max-tokens reached"
+            elif stats["status"] == "reading":
+                stats["status"] = "partly read: --max-tokens reached"
+
+    def _why_empty(self, state: BuildState) -> str:
+        o = self.opts
+        bad = [s["status"] for s in state.input_stats if str(s["status"]).startswith("bad: ")]
+        records = sum(s["records"] for s in state.input_stats)
+        why = f"no document was kept: {records:,} records read"
+        if state.skipped:
+            why += ", all skipped (" + ", ".join(f"{k} {v:,}" for k, v in sorted(state.skipped.items())) + ")"
+            if "missing_text" in state.skipped or "non_string_text" in state.skipped:
+                why += f"; is the text in another field than {o.text_field!r}? Pass --text-field NAME"
+        if bad:
+            why += f"; {len(bad)} input files were bad, e.g. {bad[0][5:]}"
+        return why + ". Nothing was written; fix the input and run again"
+
+    def manifest(self, plan, inputs, reads, source, state, tok, encoder, dtype, eot) -> dict:
+        order = {s: i for i, s in enumerate(shards.SPLITS)}
+        entries = sorted(state.shards, key=lambda e: (order[e["split"]], e["file"]))
+        listed = sorted({i for i, _ in reads} | set(plan.bad)) if self.opts.part else range(len(inputs))
+        owner = plan.source_of_input()
+        return {
+            "format_version": shards.FORMAT_VERSION,
+            "dtype": dtype,
+            "vocab_size": tok.get_vocab_size(),
+            "eot_id": eot,
+            "tokenizer_sha256": state.tokenizer_sha256,
+            "shards": entries,
+            "totals": state.totals,
+            "inputs": [{"path": inputs[i].path, "kind": inputs[i].kind, "size": inputs[i].size,
+                        "source": owner.get(i), **state.input_stats[i]} for i in listed],
+            "skipped": dict(sorted(state.skipped.items())),
+            "options": state.options,
+            "plan": {"file": plans.PLAN_NAME, "sha256": plan.sha256(), "mode": plan.mode, "seed": plan.seed,
+                     "max_tokens": plan.max_tokens, "part": self.opts.part},
+            "sources": source_rows(plan, {i for i, _ in reads}, state.input_stats, state.total_tokens()),
+            "record_sources": {k: {"documents": v[0], "tokens": v[1]} for k, v in sorted(state.record_sources.items())},
+            "source": source,
+            "encoder": {"engine": encoder.engine, "reason": encoder.reason},
+            "split": {"method": "sha256(id, else text)[:8] as a fraction of 2**64 < val_fraction",
+                      "val_fraction": self.opts.val_fraction},
+            "separator": "one eot_id before every document; .idx holds each separator's offset",
+            "repaired": {"lone_surrogates": state.repaired},
+            "stopped_at_max_tokens": state.stopped,
+        }
+
+    def tokenizer_only(self) -> None:
+        path = self.out / shards.TOKENIZER_NAME
+        if path.exists() and not self.opts.overwrite:
+            raise BuildError(f"{path} exists; use --overwrite to train a new one")
+        if path.exists():
+            path.unlink()
+        inputs, _ = self.resolve()
+        plan, inputs = self.make_plan(inputs)  # one tokenizer for all parts: the sample of the whole plan
+        self.prepare_tokenizer(plan, inputs, None)
+        self.note(f"wrote {path}; build each part with --tokenizer {path}")
+
+
+class MainPass:
+    """The books of the encoding pass: it hands each batch's documents to the shard writers, counts
+    them, cuts a read at its token budget, saves the state at verified points, and rolls back to the
+    last one when an input turns out to be damaged."""
+
+    def __init__(self, b: Builder, plan, inputs, reads, state: BuildState, writers: dict):
+        self.b, self.o, self.plan, self.inputs, self.reads = b, b.opts, plan, inputs, reads
+        self.state, self.writers = state, writers
+        self.items = state.position[1]  # items of the current read consumed
+        self.text_bytes = 0
+        self.owed = False               # shards finished since the state was last saved
+        self.waiting: int | None = None  # a cut read whose member has not passed its check yet
+        self.last_ok = self._snapshot()
+
+    def _snapshot(self) -> Snapshot:
+        k = self.state.position[0]
+        return Snapshot.take(self.state, self.reads[k][0] if k < len(self.reads) else None, self.writers)
+
+    def _verified(self) -> None:
+        """Everything taken so far has passed its checks: remember this point, and save it when a
+        shard was finished since the last save."""
+        self.last_ok = self._snapshot()
+        if self.owed:
+            self.state.save_pending(self.b.out, self.writers)
+            save_state(self.b.out, self.state)
+            self.owed = False
+
+    def take(self, batch: Batch, enc: Encoded) -> bool:
+        """Account for one batch; True when the pass is over (--max-tokens reached, and checked)."""
+        k = batch.read
+        if batch.bad is not None:
+            return self.fail(batch)
+        if k in self.b.cut:  # read on past its cut only to check the member that holds it
+            if batch.verified and k == self.waiting:
+                self.waiting = None
+                self._verified()
+                return self.state.stopped
+            return False
+        i, budget = self.reads[k]
+        stats = self.state.input_stats[i]
+        stats["status"] = "reading"
+        limit, cut = self._limit(enc, stats, budget)
+        self.owed |= _add_documents(enc, limit, self.writers, self.state, stats)
+        positions = self.items + enc.positions
+        end = self.items + enc.items if limit == len(enc.lengths) else int(positions[limit - 1]) + 1
+        for pos, item in enc.skipped:
+            if self.items + pos < end:
+                self.b._report_skip(self.inputs[i], item)
+                stats["skipped"][item.reason] = stats["skipped"].get(item.reason, 0) + 1
+                self.state.skipped[item.reason] = self.state.skipped.get(item.reason, 0) + 1
+        _count_record_sources(enc, limit, self.state.record_sources)
+        stats["records"] = end
+        self.state.repaired += enc.repaired
+        self.text_bytes += enc.text_bytes
+        self.items = end
+        self.state.position = (k, end)
+        self.state.resume = [batch.byte_end, batch.line_end] if self.inputs[i].kind in readers.LINE_KINDS else None
+        if cut or batch.done:
+            if cut:
+                self.b.cut.add(k)
+                stats["status"] = ("partly read: its token budget is reached" if budget is not None
+                                   else "partly read: --max-tokens reached")
+                self.state.stopped = budget is None  # --in-order: the whole build is done
+            else:
+                stats["status"] = "ok"
+            self.state.position, self.state.resume, self.items = (k + 1, 0), None, 0
+            self.b.progress.input_done(k)
+        self.b.progress.update(limit, int(enc.lengths[:limit].sum()) + limit, enc.text_bytes)
+        if not batch.verified:
+            if cut:
+                self.waiting = k
+            return False
+        self._verified()
+        return self.state.stopped
+
+    def _limit(self, enc: Encoded, stats: dict, budget: int | None) -> tuple[int, bool]:
+        """How many of the batch's documents to keep, and whether the read (or build) ends with them:
+        a read with a budget ends after the document that brings its tokens to the budget; an in-order
+        build after the one that brings the total to --max-tokens."""
+        n = len(enc.lengths)
+        if budget is not None:
+            base, cap = stats["tokens"], budget
+        elif self.plan.mode == "in_order":
+            base, cap = self.state.total_tokens(), self.o.max_tokens
+        else:
+            return n, False
+        if not n:
+            return 0, False
+        reached = base + np.cumsum(enc.lengths + 1)
+        if reached[-1] < cap:
+            return n, False
+        return int(np.searchsorted(reached, cap, side="left")) + 1, True
+
+    def fail(self, batch: Batch) -> bool:
+        """The input of ``batch.read`` is damaged: roll back to the last verified point, record it as bad,
+        and go on without it (--skip-bad-files) or stop with an error that says what to do."""
+        k, e = batch.read, batch.bad
+        i = self.reads[k][0]
+        rolled = self.last_ok.restore(self.state, self.writers, self.b.out)
+        assert self.state.position[0] == k, "a verified point falls at every input's end"
+        self.items, self.waiting = self.state.position[1], None
+        stats = self.state.input_stats[i]
+        stats["status"] = f"bad: {e.problem}"
+        dropped = (f"; the {rolled:,} documents read after its last verified point (inside a compressed member whose "
+                   f"checksum was never reached or failed) are not kept" if rolled else "")
+        if not self.o.skip_bad_files:
+            self.state.save_pending(self.b.out, self.writers)
+            save_state(self.b.out, self.state)
+            raise BuildError(
+                f"{e}\nEvery shard finished before it is valid on disk{dropped}. Rerun the same command with "
+                f"--skip-bad-files to record the file as bad in the manifest, keep the {stats['documents']:,} "
+                f"documents read from it before the damage and go on; or replace it with a complete copy of the "
+                f"same file and rerun the same command to go on inside it")
+        self.b.log(f"--skip-bad-files: {e.path}: {e.problem}; recorded as bad, going on without the rest of it"
+                   f" ({stats['documents']:,} documents kept from it{dropped})")
+        self.b.cut.add(k)
+        self.state.position, self.state.resume, self.items = (k + 1, 0), None, 0
+        self.b.progress.input_done(k)
+        self._verified()
+        return self.state.stopped
 
 
 def _add_documents(enc: Encoded, limit: int, writers: dict, state: BuildState, stats: dict) -> bool:
@@ -71,479 +718,21 @@ def _add_documents(enc: Encoded, limit: int, writers: dict, state: BuildState, s
     return wrote
 
 
-class _EngineRejected(Exception):
-    """The fast engine failed its check before any of its output was used; ``encoder`` replaces it."""
-
-    def __init__(self, encoder: tk.Encoder):
-        super().__init__(encoder.reason)
-        self.encoder = encoder
-
-
-class Builder:
-    def __init__(self, opts: BuildOptions, log=None):
-        self.opts = opts
-        self.out = Path(opts.out)
-        # tqdm.write keeps messages from tearing the progress bar
-        self.log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
-        self.reported_skips = 0
-        self.progress: Progress | None = None  # the encoding pass's bar, fed by the readers as they read
-
-    # -- inputs ----------------------------------------------------------------------------------
-
-    def resolve(self) -> tuple[list[readers.InputFile], dict]:
-        """The inputs of this build (its part) and a note on where they came from."""
-        o = self.opts
-        if not o.inputs and not o.input_list:
-            from preprocess.default_corpus import default_corpus_dir, ensure_default_corpus
-            corpus = default_corpus_dir(self.out)
-            ensure_default_corpus(corpus)  # written once, then reused while its checksums hold
-            self.note(f"no --input given: building on the built-in default corpus (Python's documentation) "
-                      f"in {corpus}")
-            return self._part(readers.resolve_inputs([str(corpus)])), {"source": "default corpus"}
-        try:
-            inputs = readers.resolve_inputs(list(o.inputs), o.input_list, o.txt_blocks)
-            if not inputs:
-                raise ValueError(f"no input files in {o.input_list or o.inputs}")
-            readers.probe(inputs[0], o.text_field)
-            return self._part(inputs), {"source": "input"}
-        except (readers.BadInputFile, OSError, ValueError) as e:
-            if not o.fallback_input:
-                raise BuildError(f"cannot read the input: {e}") from None
-            self.log(f"the input cannot be opened ({e}); using --fallback-input {o.fallback_input}")
-            try:
-                inputs = readers.resolve_inputs([o.fallback_input], None, o.txt_blocks)
-                readers.probe(inputs[0], o.text_field)
-            except (readers.BadInputFile, OSError, ValueError, IndexError) as e2:
-                raise BuildError(f"neither the input ({e}) nor --fallback-input {o.fallback_input} ({e2}) "
-                                 f"can be read") from None
-            return self._part(inputs), {"source": "fallback", "fallback_input": o.fallback_input,
-                                        "primary_error": str(e)}
-
-    def _part(self, inputs: list) -> list:
-        if self.opts.tokenizer_only:
-            return inputs  # one tokenizer for all parts: trained on the sample of the whole input
-        selected = select_part(inputs, self.opts.part)
-        if not selected:
-            raise BuildError(f"--part {self.opts.part} selects none of the {len(inputs)} input files; "
-                             f"use fewer parts than files")
-        return selected
-
-    def records(self, inputs, start: int = 0, skip: int = 0, progress: bool = True,
-                stop: int | None = None) -> Iterator[tuple[int, int, object]]:
-        """``(input index, item index, Record | Skipped | BadInputFile | None)`` from input ``start`` to
-        ``stop``, skipping the first ``skip`` items of input ``start`` (consumed before an interruption);
-        None ends an input. ``progress``: feed the bytes read to the encoding pass's bar (not for the samples)."""
-        for i in range(start, len(inputs) if stop is None else stop):
-            n = 0
-            try:
-                on_bytes = (lambda n, i=i: self.progress.read_bytes(i, n)) if self.progress and progress else None
-                for item in readers.read_records(inputs[i], self.opts.text_field, self.opts.txt_blocks,
-                                                 on_bytes=on_bytes):
-                    if i == start and n < skip:
-                        n += 1
-                        continue
-                    yield i, n, item
-                    n += 1
-            except readers.BadInputFile as e:
-                yield i, n, e
-                continue
-            yield i, n, None  # end of input
-
-    def note(self, msg: str) -> None:
-        """What the build is doing (not shown with --quiet); ``log`` is for what the user must know."""
-        if not self.opts.quiet:
-            self.log(msg)
-
-    def _log_encoder(self, enc: tk.Encoder) -> None:
-        # falling back to the slower engine unasked is worth a warning; the rest is a note
-        unasked_fallback = enc.engine == "hf" and self.opts.encoder != "hf"
-        (self.log if unasked_fallback else self.note)(f"encoder: {enc.engine} ({enc.reason})")
-
-    def _report_skip(self, inp, item) -> None:
-        if self.reported_skips < MAX_REPORTED_SKIPS:
-            self.log(f"skipped {inp.path}:{item.line}: {item.reason} ({item.detail})")
-        elif self.reported_skips == MAX_REPORTED_SKIPS:
-            self.log("further skipped records are only counted (see the manifest's \"skipped\")")
-        self.reported_skips += 1
-
-    def batches(self, inputs, start: int, skip: int, resume: list | None = None) -> Iterator[Batch]:
-        """The batches of every input from ``start`` on; ``skip`` items of input ``start`` were consumed
-        before an interruption (and ``resume``, [bytes, lines], says where they end in a JSONL input)."""
-        for i in range(start, len(inputs)):
-            if inputs[i].kind in readers.LINE_KINDS:
-                yield from self._chunk_batches(inputs, i, *(resume or (0, 0)) if i == start else (0, 0))
-            else:
-                yield from self._record_batches(inputs, i, skip if i == start else 0)
-
-    def _chunk_batches(self, inputs, i: int, byte_start: int, line_start: int) -> Iterator[Batch]:
-        on_bytes = (lambda n: self.progress.read_bytes(i, n)) if self.progress else None
-        byte_end, line_end = byte_start, line_start
-        try:
-            for chunk, newlines in readers.line_chunks(inputs[i], CHUNK_BYTES, byte_start, line_start,
-                                                       on_bytes=on_bytes):
-                byte_end += len(chunk)
-                yield Batch(i, raw=chunk, first_line=line_end, byte_end=byte_end, line_end=line_end + newlines)
-                line_end += newlines
-        except readers.BadInputFile as e:
-            yield Batch(i, bad=str(e), byte_end=byte_end, line_end=line_end)
-            return
-        yield Batch(i, done=True, byte_end=byte_end, line_end=line_end)
-
-    def _record_batches(self, inputs, i: int, skip: int) -> Iterator[Batch]:
-        batch, chars = Batch(i, end=skip), 0
-        for _, n, item in self.records(inputs, i, skip, stop=i + 1):
-            if isinstance(item, readers.Record):
-                batch.texts.append(item.text)
-                batch.ids.append(item.id)
-                batch.positions.append(n)
-                batch.end = n + 1
-                chars += len(item.text)
-                if chars >= BATCH_CHARS or len(batch.texts) >= BATCH_DOCS:
-                    yield batch
-                    batch, chars = Batch(i, end=n + 1), 0
-            elif isinstance(item, readers.Skipped):
-                self._report_skip(inputs[i], item)
-                batch.skipped.append((n, item.reason))
-                batch.end = n + 1
-            else:
-                batch.done = item is None
-                batch.bad = None if item is None else str(item)
-                yield batch
-
-    # -- tokenizer -------------------------------------------------------------------------------
-
-    def sample_texts(self, inputs, limit_bytes: int | None) -> Iterator[str]:
-        """Document texts in stream order, repaired, up to ``limit_bytes`` of UTF-8 (the last one cut).
-
-        A bad input ends its own contribution and the sample goes on with the next one, whatever
-        --skip-bad-files says, so the tokenizer does not depend on it (the main pass reports the file).
-        """
-        total = 0
-        for _, _, item in self.records(inputs, progress=False):
-            if not isinstance(item, readers.Record):
-                continue
-            text = tk.repair_surrogates(item.text)[0]
-            if limit_bytes is not None:
-                size = len(text.encode("utf-8"))
-                if total + size >= limit_bytes:
-                    cut = text.encode("utf-8")[: limit_bytes - total].decode("utf-8", "ignore")
-                    if cut:
-                        yield cut
-                    return
-                total += size
-            yield text
-
-    def prepare_tokenizer(self, inputs, given_sha: str | None):
-        """Train (or copy, or reuse after an interruption) OUT/tokenizer.json and read it.
-
-        ``given_sha``: the fingerprint an interrupted build started with, which must not change.
-        """
-        o, path = self.opts, self.out / shards.TOKENIZER_NAME
-        if o.tokenizer is not None:
-            src = Path(o.tokenizer)
-            if src.resolve() != path.resolve():
-                shutil.copyfile(src, path.with_name(".tokenizer.json.copy"))
-                path.with_name(".tokenizer.json.copy").replace(path)
-        elif not path.exists():
-            t0 = time.perf_counter()
-            self.note(f"training a {o.vocab_size:,}-token byte-level BPE on up to the first "
-                      f"{o.tokenizer_sample_bytes / 1e6:,.0f} MB of text (--tokenizer-sample-bytes)")
-            tok = tk.train_bpe(self.sample_texts(inputs, o.tokenizer_sample_bytes), vocab_size=o.vocab_size,
-                               show_progress=not o.quiet and sys.stderr.isatty())
-            tk.save(tok, path)
-            self.note(f"tokenizer trained in {time.perf_counter() - t0:.1f} s -> {path}")
-        # loaded and fingerprinted once, up front, when given: the copy has the same bytes
-        loaded = self.given if o.tokenizer is not None else tk.read(path)
-        if given_sha is not None and loaded.sha256 != given_sha:
-            raise BuildError(f"{path} is not the tokenizer this build started with; use --overwrite to rebuild")
-        return loaded
-
-    def encoder_sample(self, inputs) -> list[str]:
-        sample = []
-        for text in self.sample_texts(inputs, ENCODER_SAMPLE_BYTES):
-            sample.append(text)
-            if len(sample) >= ENCODER_SAMPLE_DOCS:
-                break
-        return sample
-
-    def start_encoder(self, loaded: tk.TokenizerFile, inputs) -> tuple[tk.Encoder, EncoderCheck | None]:
-        """The encoder to start with and, for the fast engine, its equivalence check running in a thread.
-
-        The check (HF's ids on a sample, about 0.1 s) overlaps the first batches; encode_all waits for
-        it before it takes the first batch's ids, so nothing is written with an engine that failed it.
-        """
-        candidate = tk.candidate_encoder(loaded.tok, self.opts.encoder, loaded.spec)
-        if candidate.engine != "tiktoken":
-            self._log_encoder(candidate)
-            return candidate, None
-        return candidate, EncoderCheck(lambda: tk.verify_encoder(candidate, loaded.tok, self.encoder_sample(inputs),
-                                                                 self.opts.encoder))
-
-    # -- the build -------------------------------------------------------------------------------
-
-    def check_output(self, shaping: dict, given_sha: str | None) -> BuildState | None | str:
-        """Decide what to do with what is already in OUT: ``"done"``, a state to resume, or None (fresh)."""
-        o = self.opts
-        manifest_path = self.out / shards.MANIFEST_NAME
-        if o.overwrite:
-            clear_output(self.out, keep=o.tokenizer)
-            return None
-        if manifest_path.exists():
-            m = shards.load_manifest(self.out)
-            diff = differences(m["options"], shaping)
-            if given_sha is not None and given_sha != m["tokenizer_sha256"]:
-                diff.append(f"--tokenizer {o.tokenizer} is not the tokenizer the dataset was built with")
-            if diff:
-                raise BuildError(f"{self.out} holds a dataset built with different options: " + "; ".join(diff)
-                                 + ". Use another --out, or --overwrite to replace it")
-            # same options, but are these still its inputs? (files added to an input directory, a file
-            # replaced): "up to date" must not hide them
-            inputs, _ = self.resolve()
-            now = {(_same_file_key(x.path), x.kind, x.size) for x in inputs}
-            then = {(_same_file_key(i["path"]), i["kind"], i["size"]) for i in m["inputs"]}
-            if now != then:
-                changed = [f"{len(now - then)} new or changed", f"{len(then - now)} gone or changed"]
-                example = sorted(now ^ then)[0][0]
-                raise BuildError(f"{self.out} was built from other input files than these ({', '.join(changed)}, "
-                                 f"e.g. {example}). Use another --out, or --overwrite to rebuild it")
-            return "done"
-        state = load_state(self.out)
-        if state is not None:
-            diff = differences(state.options, shaping)
-            if given_sha is not None and given_sha != state.tokenizer_sha256:
-                diff.append(f"--tokenizer {o.tokenizer} is not the tokenizer the build started with")
-            if diff:
-                raise BuildError(f"{self.out} holds an unfinished build with different options: " + "; ".join(diff)
-                                 + ". Rerun with the same options to resume it, or --overwrite to start over")
-            return state
-        if has_foreign_output(self.out, o.tokenizer):
-            raise BuildError(f"{self.out} holds shard or tokenizer files but no build state or manifest; "
-                             f"use another --out, or --overwrite to replace them")
-        return None
-
-    def run(self) -> dict | None:
-        o = self.opts
-        self.t_start = time.perf_counter()
-        o.validate()
-        shaping = o.shaping()
-        given_sha = None
-        if o.tokenizer is not None:
-            self.given = tk.read(o.tokenizer)
-            given_sha = self.given.sha256
-            dtype = shards.choose_dtype(self.given.tok.get_vocab_size(), o.dtype)
-        else:
-            # refused up front, before any input is read or anything trained
-            dtype = shards.choose_dtype(o.vocab_size, o.dtype)
-        self.out.mkdir(parents=True, exist_ok=True)
-        with shards.directory_lock(self.out, "python -m preprocess"):
-            return self._run_locked(shaping, given_sha, dtype)
-
-    def _run_locked(self, shaping: dict, given_sha: str | None, dtype: str) -> dict | None:
-        o = self.opts
-        if o.tokenizer_only:
-            return self.tokenizer_only()
-        if o.part is not None and o.tokenizer is None:
-            raise BuildError("--part needs --tokenizer FILE, so that all parts share one tokenizer and can be "
-                             "merged: train it once with `python -m preprocess --tokenizer-only --out DIR "
-                             "[the same --input ...]`, then build every part with --tokenizer DIR/tokenizer.json")
-        remove_temporaries(self.out)
-        found = self.check_output(shaping, given_sha)
-        if found == "done":
-            shutil.rmtree(self.out / ".build", ignore_errors=True)  # left if killed just after the manifest
-            self.log(f"{self.out} is up to date (a finished dataset built with these options); nothing to do")
-            return None
-        inputs, source = self.resolve()
-        state = found or BuildState.fresh(shaping, inputs)
-        if found is not None:
-            self._accept_inputs(state, inputs)
-            state.options = shaping  # may differ from the saved ones in resume-neutral options only
-            self.log(f"resuming the build in {self.out}: {len(state.shards)} shards done, input "
-                     f"{state.position[0] + 1} of {len(inputs)}")
-        save_state(self.out, state)  # before anything else is written, so OUT is known to be ours
-        loaded = self.prepare_tokenizer(inputs, state.tokenizer_sha256)
-        if state.tokenizer_sha256 is None:
-            state.tokenizer_sha256 = loaded.sha256
-            save_state(self.out, state)
-        encoder, check = self.start_encoder(loaded, inputs)
-        try:
-            return self.encode_all(inputs, source, state, loaded.tok, encoder, dtype, check)
-        except _EngineRejected as e:  # nothing was written with the fast engine: start over with HF
-            return self.encode_all(inputs, source, state, loaded.tok, e.encoder, dtype)
-
-    def _accept_inputs(self, state: BuildState, inputs) -> None:
-        """Refuse to resume over other input files, except the one the build stopped on as bad when it
-        has been replaced (re-downloaded): the build goes on inside it where the damage began."""
-        now = [_input_key(x) for x in inputs]
-        if state.inputs == now:
-            return
-        i = state.position[0]
-        replaced = (len(now) == len(state.inputs) and i < len(now)
-                    and [k for k, (a, b) in enumerate(zip(state.inputs, now)) if a != b] == [i]
-                    and state.inputs[i][:2] == now[i][:2]
-                    and str(state.input_stats[i]["status"]).startswith("bad: "))
-        if not replaced:
-            raise BuildError(f"the input files differ from those the unfinished build in {self.out} started "
-                             f"with; restore them, or use --overwrite to start over")
-        self.log(f"{inputs[i].path} has changed since it failed; going on inside it after the "
-                 f"{state.input_stats[i]['records']:,} records read before the damage")
-        state.inputs[i] = now[i]
-        state.input_stats[i]["status"] = "reading"
-
-    def _checked(self, encoder: tk.Encoder, check: EncoderCheck | None) -> tk.Encoder:
-        """Wait for the encoder check: the encoder to go on with, or _EngineRejected."""
-        if check is None:
-            return encoder
-        verified = check.result()
-        self._log_encoder(verified)
-        if verified is not encoder:
-            raise _EngineRejected(verified)
-        return encoder
-
-    def encode_all(self, inputs, source, state: BuildState, tok, encoder, dtype,
-                   check: EncoderCheck | None = None) -> dict:
-        o, t0 = self.opts, time.perf_counter()
-        eot = tk.eot_id(tok)
-        np_dtype = shards.numpy_dtype(dtype)
-        writers = {s: shards.ShardWriter(self.out, s, dtype, eot, o.shard_tokens, state.next_index[s])
-                   for s in shards.SPLITS}
-        for split, (toks, offs) in state.load_pending(self.out).items():
-            writers[split].restore(toks, offs)
-        start, skip = state.position
-        progress = self.progress = Progress(inputs, state, disable=o.quiet)
-        stopped = state.stopped
-        text_bytes = 0
-        items = skip  # items of the current input consumed (raw batches are counted by their workers)
-        try:
-            batches = self.batches(inputs, start, skip, state.resume) if not stopped else iter(())
-            for batch, enc in encode_in_order(batches, encoder, o.val_fraction, np_dtype, eot, o.workers, o.text_field):
-                if check is not None:  # before the first batch changes anything
-                    encoder, check = self._checked(encoder, check), None
-                in_lines = inputs[batch.input_index].kind in readers.LINE_KINDS  # a chunk parsed by a worker
-                positions, skipped, batch_end = self._batch_items(inputs, batch, enc, items, in_lines)
-                stats = state.input_stats[batch.input_index]
-                stats["status"] = "reading"
-                limit = len(enc.lengths)
-                if o.max_tokens is not None and limit:
-                    # stop after the document that brings the total to --max-tokens
-                    reached = state.total_tokens() + np.cumsum(enc.lengths + 1)
-                    if reached[-1] >= o.max_tokens:
-                        limit, stopped = int(np.searchsorted(reached, o.max_tokens, side="left")) + 1, True
-                        state.stopped = True  # saved with this batch's shards: a rerun must not read on
-                wrote = _add_documents(enc, limit, writers, state, stats)
-                end = batch_end if limit == len(enc.lengths) else int(positions[limit - 1]) + 1
-                for pos, reason in skipped:
-                    if pos < end:
-                        stats["skipped"][reason] = stats["skipped"].get(reason, 0) + 1
-                        state.skipped[reason] = state.skipped.get(reason, 0) + 1
-                stats["records"] = end
-                state.repaired += enc.repaired
-                text_bytes += enc.text_bytes
-                state.position = (batch.input_index, end)
-                state.resume = [batch.byte_end, batch.line_end] if in_lines else None
-                items = end
-                if batch.bad is not None and not stopped:
-                    stats["status"] = f"bad: {batch.bad}"
-                    if not o.skip_bad_files:
-                        state.save_pending(self.out, writers)
-                        save_state(self.out, state)
-                        raise BuildError(
-                            f"{batch.bad}\nEvery shard finished before it is valid on disk. Rerun the same command "
-                            f"with --skip-bad-files to record the file as bad in the manifest, keep the "
-                            f"{stats['documents']} documents read from it and go on; or replace it with a complete "
-                            f"copy of the same file and rerun the same command to go on inside it")
-                    self.log(f"--skip-bad-files: recorded as bad, going on without the rest of it: {batch.bad}")
-                if batch.done and not stopped:
-                    stats["status"] = "ok"
-                if batch.done or batch.bad is not None:
-                    state.position, state.resume, items = (batch.input_index + 1, 0), None, 0
-                    progress.input_done(batch.input_index)
-                progress.update(limit, int(enc.lengths[:limit].sum()) + limit,
-                                enc.text_bytes)
-                if wrote:
-                    state.save_pending(self.out, writers)
-                    save_state(self.out, state)
-                if stopped:
-                    break
-        finally:
-            progress.close()
-        if check is not None:  # no batch was taken (a resumed build already at --max-tokens)
-            try:
-                encoder = self._checked(encoder, check)
-            except _EngineRejected as e:
-                encoder = e.encoder
-        state.stopped = stopped
-        for s in shards.SPLITS:
-            entry = writers[s].flush()
-            if entry:
-                state.shards.append(entry)
-        for k, stats in enumerate(state.input_stats):
-            if stats["status"] in ("pending", "reading"):
-                stats["status"] = "not read: --max-tokens reached" if stats["status"] == "pending" else \
-                    "partly read: --max-tokens reached"
-        manifest = self.manifest(inputs, source, state, tok, encoder, dtype, eot)
-        shards.write_manifest(self.out, manifest)
-        shutil.rmtree(self.out / ".build", ignore_errors=True)
-        if not o.quiet:
-            print_summary(self.out, manifest, time.perf_counter() - t0, progress.tokens - progress.start_tokens,
-                          text_bytes, time.perf_counter() - self.t_start)
-        return manifest
-
-    def _batch_items(self, inputs, batch: Batch, enc: Encoded, consumed: int, in_lines: bool) -> tuple:
-        """``(positions, skipped, end)`` of a batch in its input's items: each document's item index,
-        (item index, reason) per skipped record, and the items consumed after the batch. A JSONL chunk's
-        (``in_lines``) items were counted by the worker that parsed it and follow the ``consumed`` before
-        it; its skipped records are reported here, in input order."""
-        if not in_lines:  # read in this process: known already
-            return batch.positions, batch.skipped, batch.end
-        for _, item in enc.skipped:
-            self._report_skip(inputs[batch.input_index], item)
-        return (consumed + enc.positions, [(consumed + k, item.reason) for k, item in enc.skipped],
-                consumed + enc.items)
-
-    def manifest(self, inputs, source, state, tok, encoder, dtype, eot) -> dict:
-        order = {s: i for i, s in enumerate(shards.SPLITS)}
-        entries = sorted(state.shards, key=lambda e: (order[e["split"]], e["file"]))
-        return {
-            "format_version": shards.FORMAT_VERSION,
-            "dtype": dtype,
-            "vocab_size": tok.get_vocab_size(),
-            "eot_id": eot,
-            "tokenizer_sha256": state.tokenizer_sha256,
-            "shards": entries,
-            "totals": state.totals,
-            "inputs": [{"path": x.path, "kind": x.kind, "size": x.size, **stats}
-                       for x, stats in zip(inputs, state.input_stats)],
-            "skipped": dict(sorted(state.skipped.items())),
-            "options": state.options,
-            "source": source,
-            "encoder": {"engine": encoder.engine, "reason": encoder.reason},
-            "split": {"method": "sha256(id, else text)[:8] as a fraction of 2**64 < val_fraction",
-                      "val_fraction": self.opts.val_fraction},
-            "separator": "one eot_id before every document; .idx holds each separator's offset",
-            "repaired": {"lone_surrogates": state.repaired},
-            "stopped_at_max_tokens": state.stopped,
-        }
-
-    def tokenizer_only(self) -> None:
-        path = self.out / shards.TOKENIZER_NAME
-        if path.exists() and not self.opts.overwrite:
-            raise BuildError(f"{path} exists; use --overwrite to train a new one")
-        if path.exists():
-            path.unlink()
-        inputs, _ = self.resolve()
-        self.prepare_tokenizer(inputs, None)
-        self.note(f"wrote {path}; build each part with --tokenizer {path}")
-
-
-def _same_file_key(path: str) -> str:
-    """A local path made absolute (``data/x`` and ``/home/me/data/x`` are one file); URLs and hf: as they are."""
-    return path if readers.is_url(path) or path.startswith(readers.HF_PREFIX) else os.path.realpath(path)
-
-
-def _input_key(x) -> list:
-    return [x.path, x.kind, x.size]
+def _count_record_sources(enc: Encoded, limit: int, counts: dict) -> None:
+    """Add the first ``limit`` documents to ``counts`` by their records' own "source" field."""
+    if not enc.source_names:
+        return
+    ids = enc.source_ids[:limit]
+    has = ids >= 0
+    docs = np.bincount(ids[has], minlength=len(enc.source_names))
+    tokens = np.bincount(ids[has], weights=(enc.lengths[:limit] + 1)[has], minlength=len(enc.source_names))
+    for j, name in enumerate(enc.source_names):
+        if docs[j]:
+            c = counts.setdefault(name, [0, 0])
+            c[0] += int(docs[j])
+            c[1] += int(tokens[j])
 
 
 def build(opts: BuildOptions) -> dict | None:
-    """Run a build; returns the manifest, or None when OUT was already up to date."""
+    """Run a build; returns the manifest, or None when OUT was already up to date (or with --plan)."""
     return Builder(opts).run()

@@ -13,6 +13,13 @@ Build a dataset directory (tokenizer.json, manifest.json, train_*/val_* token sh
 With no --input it builds on the built-in default corpus (Python's own documentation, written out
 in Dolma's .json.gz format beside OUT, in .default-corpus/), which needs no network.
 
+What is read is planned first (OUT/plan.json; --plan prints it and stops). Each input belongs to a
+source, its file name without the shard number (cc_en_head-0123.json.gz -> cc_en_head). With
+--max-tokens the build is a sample: every source gives its share of the whole input (or the share
+--mix gives it), from files taken in a seeded order, so 5B tokens of Dolma hold Dolma's mix and
+read little more than what they keep; --in-order reads the inputs in the order given until
+--max-tokens instead. Without --max-tokens every input is read, in the order given.
+
 The output is byte-identical whatever --workers is, and an interrupted build (Ctrl-C, kill -9,
 a crash) resumes where it stopped when the same command is run again.
 """
@@ -21,8 +28,12 @@ EPILOG = """\
 examples:
   python -m preprocess --out data/demo --vocab-size 8192
       the default corpus, an 8k-token vocabulary
-  python -m preprocess --input 'dolma/*.json.gz' --out data/dolma5b --max-tokens 5e9
-      the flagship build: 32k vocabulary, stops after 5 billion tokens
+  python -m preprocess --input-list v1_7.txt --out data/dolma-5b --max-tokens 5e9 --plan
+      the flagship plan: Dolma's sources, their sizes (HTTP HEAD only) and quotas; nothing is read
+  python -m preprocess --input-list v1_7.txt --out data/dolma-5b --max-tokens 5e9
+      the flagship build: a 5-billion-token sample in Dolma's proportions, 32k vocabulary
+  python -m preprocess --input dolma/*.json.gz --out data/mix --max-tokens 1e9 --mix cc_en_head=0.5,books=0.1
+      half common crawl, a tenth books, the rest from the other sources in proportion to their size
   python -m preprocess --input-list v1_7.txt --out data/dolma --skip-bad-files
       every URL or path listed in v1_7.txt, recording unreadable files in the manifest and going on
   python -m preprocess --input corpus.parquet --text-field content --tokenizer tok.json --out data/x
@@ -32,7 +43,8 @@ building on N machines (each builds a 1/N of the input files, then one merges):
   python -m preprocess --tokenizer-only --input-list urls.txt --out data/tok
   python -m preprocess --input-list urls.txt --tokenizer data/tok/tokenizer.json --part 3/8 --out data/p3
   python -m preprocess merge data/p1 data/p2 ... data/p8 --out data/dolma
-      (--max-tokens applies to each part separately)
+      (with --max-tokens each part builds its share of the one plan of the whole list; with
+      --in-order, --max-tokens applies to each part separately)
 
 merge:
   python -m preprocess merge PART_DIR ... --out DIR      see `python -m preprocess merge --help`
@@ -50,10 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m preprocess", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     i = p.add_argument_group("input")
-    i.add_argument("--input", action="append", default=[], metavar="PATH", dest="inputs",
-                   help="a file, directory (searched recursively), glob pattern, http(s) URL or "
-                        "hf:NAME[:CONFIG][:SPLIT]; repeat for several. Formats: .json(l)[.gz|.zst], .parquet, "
-                        ".txt. Default: the built-in corpus")
+    i.add_argument("--input", nargs="+", action="extend", default=[], metavar="PATH", dest="inputs",
+                   help="files, directories (searched recursively), glob patterns, http(s) URLs or "
+                        "hf:NAME[:CONFIG][:SPLIT]; several may follow one --input (so --input data/*.json.gz "
+                        "works as the shell expands it). Formats: .json(l)[.gz|.zst], .parquet, .txt. "
+                        "Default: the built-in corpus")
     i.add_argument("--input-list", metavar="FILE",
                    help="a file of paths or URLs, one per line (e.g. Dolma's urls/v1_7.txt)")
     i.add_argument("--fallback-input", metavar="PATH",
@@ -67,6 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when an input file is truncated or corrupt, keep the records read before the damage, "
                         "record the file as bad in the manifest and go on (default: stop with an error; "
                         "rerunning with this flag then resumes)")
+    s = p.add_argument_group("the plan: what is read")
+    s.add_argument("--plan", action="store_true", dest="show_plan",
+                   help="print the plan (sources, files, bytes, estimated tokens, shares, quotas) and stop; "
+                        "only HTTP headers are fetched")
+    s.add_argument("--mix", metavar="SOURCE=SHARE,...",
+                   help="with --max-tokens: the share of it each named source gets, e.g. cc_en_head=0.5,c4=0.2; "
+                        "what the shares leave goes to the unnamed sources in proportion to their size "
+                        "(SOURCE=0 leaves one out). Default: every source its share of the whole input")
+    s.add_argument("--in-order", action="store_true",
+                   help="read the inputs in the order given until --max-tokens, instead of a sample of every "
+                        "source")
+    s.add_argument("--source-pattern", metavar="REGEX",
+                   help="a regular expression with one group, searched in each input's path or URL: the "
+                        "group is its source (default: the file name without extension and shard number, "
+                        "e.g. cc_en_head-0123.json.gz -> cc_en_head)")
+    s.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the order in which each source's files are taken (default: 0)")
     t = p.add_argument_group("tokenizer")
     t.add_argument("--tokenizer", metavar="FILE",
                    help="use this tokenizer.json (it must have <|endoftext|>) instead of training one; "
@@ -74,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vocab-size", type=_count, default=32000, metavar="N",
                    help="vocabulary of the trained tokenizer (default: 32000)")
     t.add_argument("--tokenizer-sample-bytes", type=_count, default=DEFAULT_SAMPLE_BYTES, metavar="N",
-                   help="train on the first N bytes of document text, in input order (default: 1e9; "
-                        "the whole input when smaller)")
+                   help="train on N bytes of document text drawn from every source in its share, from up to "
+                        "8 of its files (default: 1e9; the whole input when smaller)")
     t.add_argument("--tokenizer-only", action="store_true",
                    help="only train OUT/tokenizer.json (on the whole input, ignoring --part) and stop; "
                         "for multi-machine builds")
@@ -90,11 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--shard-tokens", type=_count, default=DEFAULT_SHARD_TOKENS, metavar="N",
                    help="tokens per shard; a shard closes after the document that reaches N (default: 100M)")
     o.add_argument("--max-tokens", type=_count, metavar="N",
-                   help="stop after N tokens (separators included), e.g. 5e9 (default: the whole input)")
+                   help="build a sample of about N tokens (separators included), e.g. 5e9: every source its "
+                        "quota (see --mix, --in-order); the summary shows how close it came (default: the "
+                        "whole input)")
     o.add_argument("--dtype", choices=("uint16", "uint32"), default="uint16",
                    help="token id type in the shards; uint16 holds a vocabulary of up to 65,536 (default)")
     o.add_argument("--part", metavar="I/N",
-                   help="build only the I-th of N parts of the input files (every N-th file, from the I-th); "
+                   help="build only the I-th of N parts of the plan's reads (every N-th, from the I-th); "
                         "needs --tokenizer so the parts can be merged")
     o.add_argument("--overwrite", action="store_true",
                    help="replace what OUT holds (shards, manifest, tokenizer, unfinished build) instead of "
@@ -119,11 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         return merge_main(argv[1:])
     opts = parse_build_args(argv)
     from preprocess.build import BuildError, build
+    from preprocess.plan import PlanError
     import shards
     import tokenizer as tk
     try:
         build(opts)
-    except (BuildError, OptionError, shards.DatasetError, tk.TokenizerError) as e:
+    except (BuildError, OptionError, PlanError, shards.DatasetError, tk.TokenizerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,8 +1,10 @@
-"""Encoding batches: in this process or in worker processes, always handed back in input order.
+"""Encoding batches: in this process or in worker processes, always handed back in read order.
 
-A batch is either records the build read itself (parquet, txt, hf:) or a chunk of raw JSONL lines
-that the worker parses as the readers do. Each comes back as an :class:`Encoded`: its documents' ids
-laid out per split with a separator before every document, ready for the shard writers.
+A batch is consecutive items of one input: whole JSONL lines for the worker to parse (``raw``, the
+usual case: this process only decompresses and cuts), or items this process read itself (parquet,
+txt, hf:). Either way the worker returns an :class:`Encoded`: how many items the batch held, each
+document's position among them and its ids laid out per split with a separator before it, and the
+skipped records, so the build keeps one set of books for every kind of input.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -24,28 +26,35 @@ import tokenizer as tk
 from preprocess import readers
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What every worker needs to parse and encode, set once per build."""
+    encoder: tk.Encoder
+    val_fraction: float
+    np_dtype: np.dtype
+    eot_id: int
+    text_field: str
+
+
 @dataclass
 class Batch:
-    """Consecutive items of one input, in order, plus what ends the batch. Either
+    """Consecutive items of read ``read`` (an index into the build's reads), and what ends the batch.
 
-    * records read here (parquet, txt, hf:): ``texts`` and ``ids``; ``positions[k]`` is the index
-      (among all records and skips the reader yielded for this input) of document ``k``, and ``end``
-      how many of those items have been consumed after this batch; or
-    * ``raw``, whole JSONL lines for a worker to parse (:func:`readers.line_chunks`): its items are
-      counted there, and ``first_line``, ``byte_end`` and ``line_end`` place it in the input.
+    ``raw``: whole JSONL lines (:func:`readers.line_chunks`), parsed by the worker, the first being
+    line ``first_line + 1``; ``byte_end`` and ``line_end`` place the batch's end in the decompressed
+    input. ``items``: records and skips read in this process. ``verified``: everything of the input
+    up to this batch's end has passed its checks (a gzip member's CRC), so it may be kept.
     """
-    input_index: int
-    texts: list[str] = field(default_factory=list)
-    ids: list[str | None] = field(default_factory=list)
-    positions: list[int] = field(default_factory=list)
-    skipped: list[tuple[int, str]] = field(default_factory=list)
-    end: int = 0
-    done: bool = False        # the input was read to its end
-    bad: str | None = None    # the input failed: the error
+    read: int
     raw: bytes | None = None
-    first_line: int = 0       # lines of the input before this chunk
-    byte_end: int = 0         # decompressed bytes of the input read after this chunk
-    line_end: int = 0         # lines of the input read after this chunk
+    first_line: int = 0
+    items: list | None = None
+    byte_end: int = 0
+    line_end: int = 0
+    verified: bool = True
+    done: bool = False        # the input was read to its end
+    bad: str | None = None    # the input failed: the problem
+    drained: bool = False     # a cut input, read on only to check the member holding the cut
 
 
 @dataclass
@@ -58,10 +67,11 @@ class Encoded:
     is_val: np.ndarray             # (n_docs,) bool
     repaired: int
     text_bytes: int
-    # raw batches only, from the worker that parsed the lines:
-    items: int = 0                                    # records and skips in the chunk
-    positions: np.ndarray | None = None               # (n_docs,) each document's item index in the chunk
-    skipped: list = field(default_factory=list)       # [(item index in the chunk, readers.Skipped)]
+    items: int                     # records and skips in the batch
+    positions: np.ndarray          # (n_docs,) each document's item index in the batch
+    skipped: list                  # [(item index in the batch, readers.Skipped)]
+    source_ids: np.ndarray         # (n_docs,) index into source_names of the record's "source" field, -1: none
+    source_names: list[str]
 
 
 def split_is_val(key: str, val_fraction: float) -> bool:
@@ -69,12 +79,17 @@ def split_is_val(key: str, val_fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") < val_fraction * 2.0 ** 64
 
 
-def _encode(encoder: tk.Encoder, texts: list[str], ids: list[str | None], val_fraction: float,
-            np_dtype: np.dtype, eot: int) -> Encoded:
-    """Encode one batch: repair lone surrogates, pick each document's split, and lay the ids out per
-    split with a separator before every document."""
-    repaired, text_bytes, is_val, clean = 0, 0, [], []
-    for text, doc_id in zip(texts, ids):
+def encode_items(s: Settings, items: list) -> Encoded:
+    """Encode the records among ``items``: repair lone surrogates, pick each document's split, and lay
+    the ids out per split with a separator before every document; note the skips and positions."""
+    repaired = text_bytes = 0
+    is_val, clean, positions, skipped, source_ids = [], [], [], [], []
+    names: dict[str, int] = {}
+    for k, item in enumerate(items):
+        if type(item) is not readers.Record:
+            skipped.append((k, item))
+            continue
+        text = item.text
         try:
             text_bytes += len(text.encode("utf-8"))
         except UnicodeEncodeError:  # lone surrogates, the only str that is not UTF-8; rare, so checked last
@@ -82,35 +97,44 @@ def _encode(encoder: tk.Encoder, texts: list[str], ids: list[str | None], val_fr
             repaired += n
             text_bytes += len(text.encode("utf-8"))
         clean.append(text)
-        is_val.append(val_fraction > 0 and split_is_val(doc_id if doc_id is not None else text, val_fraction))
-    encoded = encoder.encode_batch(clean, arrays=True)
+        positions.append(k)
+        is_val.append(s.val_fraction > 0 and split_is_val(item.id if item.id is not None else text, s.val_fraction))
+        source_ids.append(-1 if item.source is None else names.setdefault(item.source, len(names)))
+    encoded = s.encoder.encode_batch(clean, arrays=True)
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    if encoder.engine == "tiktoken" and encoded:  # uint32 arrays (lists where a text holds a special token)
-        flat = np.concatenate(encoded, dtype=np_dtype, casting="unsafe")  # ids < vocab size fit np_dtype
+    if s.encoder.engine == "tiktoken" and encoded:  # uint32 arrays (lists where a text holds a special token)
+        flat = np.concatenate(encoded, dtype=s.np_dtype, casting="unsafe")  # ids < vocab size fit np_dtype
     else:
-        flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np_dtype, count=int(lengths.sum()))
+        flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=s.np_dtype, count=int(lengths.sum()))
     # a separator before every document, then each split's documents, in stream order
-    stream = np.insert(flat, np.cumsum(lengths) - lengths, np_dtype.type(eot))
+    stream = np.insert(flat, np.cumsum(lengths) - lengths, s.np_dtype.type(s.eot_id))
     val = np.array(is_val, dtype=bool)
     in_val = np.repeat(val, lengths + 1)
     tokens = {"train": stream[~in_val], "val": stream[in_val]} if val.any() else {"train": stream,
                                                                                   "val": stream[:0]}
-    return Encoded(tokens, lengths, val, repaired, text_bytes)
+    return Encoded(tokens, lengths, val, repaired, text_bytes, len(items), np.array(positions, dtype=np.int64),
+                   skipped, np.array(source_ids, dtype=np.int64), list(names))
+
+
+def encode_batch(s: Settings, raw: bytes | None, first_line: int, items: list | None) -> Encoded:
+    """Parse ``raw`` JSONL lines (as the readers do) or take ``items``, and encode them."""
+    return encode_items(s, readers.parse_lines(raw, first_line, s.text_field) if raw is not None else items)
+
+
+def _empty(s: Settings) -> Encoded:
+    return encode_items(s, [])
 
 
 # -- worker processes ------------------------------------------------------------------------------
 # Processes, not threads: tiktoken releases the GIL only inside its BPE loop, and building the ids'
 # Python ints holds it, so two threads reached 1.25x one thread where two processes reach 1.7x.
 
-_WORKER: dict = {}
+_SETTINGS: Settings | None = None  # a worker process's settings, set once when it starts
 
 
-def _set_worker(encoder: tk.Encoder, val_fraction: float, np_dtype: np.dtype, eot: int) -> None:
-    _WORKER.update(encoder=encoder, val_fraction=val_fraction, np_dtype=np_dtype, eot=eot)
-
-
-def _worker_init(*settings) -> None:
-    _set_worker(*settings)
+def _worker_init(settings: Settings) -> None:
+    global _SETTINGS
+    _SETTINGS = settings
     parent = os.getppid()
 
     def watch() -> None:  # a worker must not outlive a build killed with kill -9
@@ -120,58 +144,26 @@ def _worker_init(*settings) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _encode_lines(encoder: tk.Encoder, raw: bytes, first_line: int, text_field: str, val_fraction: float,
-                  np_dtype: np.dtype, eot: int) -> Encoded:
-    """Parse a chunk of JSONL lines (as the readers do) and encode its documents."""
-    items = readers.parse_lines(raw, first_line, text_field)
-    texts, ids, positions, skipped = [], [], [], []
-    for k, item in enumerate(items):
-        if type(item) is readers.Record:
-            texts.append(item.text)
-            ids.append(item.id)
-            positions.append(k)
-        else:
-            skipped.append((k, item))
-    enc = _encode(encoder, texts, ids, val_fraction, np_dtype, eot)
-    enc.items, enc.positions, enc.skipped = len(items), np.array(positions, dtype=np.int64), skipped
-    return enc
+def _in_worker(raw: bytes | None, first_line: int, items: list | None) -> Encoded:
+    return encode_batch(_SETTINGS, raw, first_line, items)
 
 
-def _empty(np_dtype: np.dtype) -> Encoded:
-    none = np.zeros(0, dtype=np_dtype)
-    return Encoded({"train": none, "val": none}, np.zeros(0, np.int64), np.zeros(0, bool), 0, 0,
-                   positions=np.zeros(0, np.int64))
-
-
-def _worker_encode(texts: list[str], ids: list[str | None]) -> Encoded:
-    w = _WORKER
-    return _encode(w["encoder"], texts, ids, w["val_fraction"], w["np_dtype"], w["eot"])
-
-
-def _worker_encode_lines(raw: bytes, first_line: int, text_field: str) -> Encoded:
-    w = _WORKER
-    return _encode_lines(w["encoder"], raw, first_line, text_field, w["val_fraction"], w["np_dtype"], w["eot"])
-
-
-def _job(b: Batch, text_field: str) -> tuple | None:
-    """The worker call that encodes ``b``; None for an input's end or failure, which carry no documents."""
+def _work(b: Batch) -> tuple | None:
+    """The arguments of the call that encodes ``b``; None when it holds nothing to encode."""
     if b.raw:
-        return _worker_encode_lines, (b.raw, b.first_line, text_field)
-    if b.texts:
-        return _worker_encode, (b.texts, b.ids)
+        return b.raw, b.first_line, None
+    if b.items:
+        return None, 0, b.items
     return None
 
 
-def encode_in_order(batches: Iterable[Batch], encoder: tk.Encoder, val_fraction: float, np_dtype: np.dtype,
-                    eot: int, workers: int, text_field: str) -> Iterator[tuple[Batch, Encoded]]:
-    """``(batch, encoded)`` in input order. With one worker all in this process; with more, ``workers``
+def encode_in_order(batches: Iterable[Batch], settings: Settings, workers: int) -> Iterator[tuple[Batch, Encoded]]:
+    """``(batch, encoded)`` in order. With one worker all in this process; with more, ``workers``
     processes parse and encode while this one reads and writes, up to 2*workers+1 batches in flight."""
-    settings = (encoder, val_fraction, np_dtype, eot)
     if workers <= 1:
-        _set_worker(*settings)  # this process is the worker
         for b in batches:
-            job = _job(b, text_field)
-            yield b, job[0](*job[1]) if job else _empty(np_dtype)
+            work = _work(b)
+            yield b, encode_batch(settings, *work) if work else _empty(settings)
         return
     # fork on Linux: workers start in milliseconds with the encoder already built (spawn costs ~0.35 s
     # of imports and tokenizer rebuilding per worker). HF tokenizers turns its own thread pool off in a
@@ -179,18 +171,18 @@ def encode_in_order(batches: Iterable[Batch], encoder: tk.Encoder, val_fraction:
     # it from warning about that.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    ex = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=settings)
+    ex = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(settings,))
     try:
         inflight: deque = deque()
         for b in batches:
-            job = _job(b, text_field)
-            inflight.append((b, ex.submit(job[0], *job[1]) if job else None))  # no round trip without work
+            work = _work(b)
+            inflight.append((b, ex.submit(_in_worker, *work) if work else None))  # no round trip without work
             if len(inflight) > 2 * workers:
                 item, fut = inflight.popleft()
-                yield item, fut.result() if fut is not None else _empty(np_dtype)
+                yield item, fut.result() if fut is not None else _empty(settings)
         while inflight:
             item, fut = inflight.popleft()
-            yield item, fut.result() if fut is not None else _empty(np_dtype)
+            yield item, fut.result() if fut is not None else _empty(settings)
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
 
@@ -218,3 +210,4 @@ class EncoderCheck:
         if self._error is not None:
             raise self._error
         return self._result
+

@@ -48,7 +48,7 @@ def _open(url: str, headers: dict[str, str], timeout: float) -> http.client.HTTP
         hint = {404: "check the URL (the file list may be out of date)",
                 401: "the server wants credentials", 403: "access denied; check the URL and credentials",
                 416: "the server refused the byte range"}.get(e.code, "check the URL")
-        raise BadInputFile(url, f"HTTP {e.code} {e.reason}; {hint}, or pass --skip-bad-files") from None
+        raise BadInputFile(url, f"HTTP {e.code} {e.reason}", f"{hint}, or pass --skip-bad-files") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise _Transient(_describe(e)) from None
 
@@ -68,12 +68,13 @@ def _validator(resp) -> str | None:
 
 
 def stream(url: str, retry: Retry | None = None, start: int = 0, end: int | None = None,
-           chunk_size: int = 1 << 20) -> Iterator[bytes]:
+           chunk_size: int = 1 << 20, info: dict | None = None) -> Iterator[bytes]:
     """Yield the bytes ``[start, end)`` of ``url`` (to the end of the file when ``end`` is None).
 
     The end of the data is known from Content-Length / Content-Range; a connection that closes early
     is resumed. Without a length (rare for static files) the decompressor's end-of-stream check is
-    what catches a cut.
+    what catches a cut. ``info["content_type"]`` is set from the first response (an error page
+    served with status 200 says text/html there).
     """
     retry = retry or Retry()
     pos = start
@@ -95,6 +96,8 @@ def stream(url: str, retry: Retry | None = None, start: int = 0, end: int | None
                 skip = _check_start(url, resp, pos, validator)
                 if validator is None:
                     validator = _validator(resp)
+                    if info is not None:
+                        info["content_type"] = resp.headers.get("Content-Type")
                 if stop is None:
                     stop = _data_end(resp, pos - skip)
                 while True:
@@ -124,9 +127,8 @@ def stream(url: str, retry: Retry | None = None, start: int = 0, end: int | None
             err = str(e)
         streak = 1 if progressed else streak + 1
         if streak >= retry.attempts:
-            raise BadInputFile(url, f"download failed {streak} times in a row at byte {pos:,} "
-                                    f"(last error: {err}); check the network and try again, or pass "
-                                    f"--skip-bad-files")
+            raise BadInputFile(url, f"download failed {streak} times in a row at byte {pos:,} (last error: {err})",
+                               "check the network and try again, or pass --skip-bad-files")
         time.sleep(min(retry.backoff_s * 2 ** (streak - 1), retry.max_backoff_s))
 
 
@@ -136,15 +138,15 @@ def _check_start(url: str, resp, pos: int, validator: str | None) -> int:
         m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
         if not m or int(m.group(1)) != pos:
             raise BadInputFile(url, f"asked for bytes from {pos:,}, the server sent Content-Range "
-                                    f"{resp.headers.get('Content-Range')!r}; try again later")
+                                    f"{resp.headers.get('Content-Range')!r}", "try again later")
         return 0
     if pos == 0:
         return 0
     # 200 to a range request: either the server ignores ranges (same file: drop the bytes we have)
     # or If-Range failed because the file changed (then what was read cannot be continued).
     if validator is not None and _validator(resp) != validator:
-        raise BadInputFile(url, "the file changed on the server while it was being read; run again to "
-                                "read the new version from the start")
+        raise BadInputFile(url, "the file changed on the server while it was being read",
+                           "run again to read the new version from the start")
     return pos
 
 
@@ -173,9 +175,63 @@ def probe(url: str, retry: Retry | None = None) -> int | None:
         except (_Transient, OSError, http.client.HTTPException) as e:
             streak += 1
             if streak >= retry.attempts:
-                raise BadInputFile(url, f"cannot open it ({e}); check the URL and the network, or "
-                                        f"use --fallback-input") from None
+                raise BadInputFile(url, f"cannot open it ({e})",
+                                   "check the URL and the network, or use --fallback-input") from None
             time.sleep(min(retry.backoff_s * 2 ** (streak - 1), retry.max_backoff_s))
+
+
+def _head_size(url: str, retry: Retry) -> int | None:
+    """The size the server gives for ``url`` (HEAD; a server that refuses HEAD is asked for one byte)."""
+    streak = 0
+    while True:
+        try:
+            req = urllib.request.Request(url, method="HEAD",
+                                         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+            try:
+                with urllib.request.urlopen(req, timeout=retry.timeout_s) as resp:
+                    length = resp.headers.get("Content-Length")
+                    return int(length) if length and length.isdigit() else None
+            except urllib.error.HTTPError as e:
+                e.close()
+                if e.code not in (405, 501):  # HEAD not allowed: ask for the first byte instead
+                    raise
+            return probe(url, retry)
+        except urllib.error.HTTPError as e:
+            if e.code not in RETRY_STATUS:
+                hint = {404: "check the URL (the file list may be out of date)",
+                        401: "the server wants credentials",
+                        403: "access denied; check the URL and credentials"}.get(e.code, "check the URL")
+                raise BadInputFile(url, f"HTTP {e.code} {e.reason} (asking its size)",
+                                   f"{hint}, or pass --skip-bad-files") from None
+            err = f"HTTP {e.code} {e.reason}"
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            err = _describe(e)
+        streak += 1
+        if streak >= retry.attempts:
+            raise BadInputFile(url, f"cannot be sized: HEAD failed {streak} times (last error: {err})",
+                               "check the URL and the network, or pass --skip-bad-files")
+        time.sleep(min(retry.backoff_s * 2 ** (streak - 1), retry.max_backoff_s))
+
+
+def head_sizes(urls: list[str], retry: Retry | None = None, in_flight: int = 64) -> list:
+    """The size of every URL (bytes, or None when the server does not say), asked with ``in_flight``
+    HEAD requests at a time, in the order given; a URL that cannot be opened gives its BadInputFile.
+
+    A list of 2,400 URLs on a server 100 ms away plans in about 4 s (2,400 / 64 x 0.1 s)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    retry = retry or Retry(attempts=4, backoff_s=0.5, timeout_s=30.0)
+
+    def one(url: str):
+        try:
+            return _head_size(url, retry)
+        except BadInputFile as e:
+            return e
+
+    if not urls:
+        return []
+    with ThreadPoolExecutor(min(in_flight, len(urls)), thread_name_prefix="head") as pool:
+        return list(pool.map(one, urls))
 
 
 class RangeFile(io.RawIOBase):
@@ -188,8 +244,8 @@ class RangeFile(io.RawIOBase):
         self.retry = retry or Retry()
         self.size = probe(url, self.retry)
         if self.size is None:
-            raise BadInputFile(url, "the server does not say how large the file is, so it cannot be "
-                                    "read in pieces; download it and pass the local path")
+            raise BadInputFile(url, "the server does not say how large the file is, so it cannot be read in pieces",
+                               "download it and pass the local path")
         self.pos = 0
 
     def readable(self) -> bool:

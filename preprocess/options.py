@@ -49,12 +49,17 @@ class BuildOptions:
     val_fraction: float = DEFAULT_VAL_FRACTION
     shard_tokens: int = DEFAULT_SHARD_TOKENS
     max_tokens: int | None = None
+    mix: str | None = None             # SOURCE=SHARE,... of --max-tokens (see preprocess/plan.py)
+    source_pattern: str | None = None  # a regex with one group: an input's source
+    seed: int = 0                      # the seeded file order of a sampled plan
+    in_order: bool = False             # read the inputs in the order given until --max-tokens
     dtype: str = "uint16"
     part: str | None = None
     skip_bad_files: bool = False
     overwrite: bool = False
     quiet: bool = False
     tokenizer_only: bool = False
+    show_plan: bool = False            # --plan: print the plan and stop
 
     def validate(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -69,11 +74,17 @@ class BuildOptions:
             raise OptionError(f"--tokenizer-sample-bytes must be positive, got {self.tokenizer_sample_bytes}")
         if self.part is not None:
             parse_part(self.part)
+        if self.seed < 0:
+            raise OptionError(f"--seed must be a whole number >= 0, got {self.seed}")
+        if self.mix is not None and self.max_tokens is None:
+            raise OptionError("--mix needs --max-tokens: its shares are shares of it")
+        if self.mix is not None and self.in_order:
+            raise OptionError("--mix and --in-order exclude each other: --in-order reads the inputs in the order given")
 
     def shaping(self) -> dict:
         """The options that shape the output, as recorded in the manifest's ``options``."""
         d = asdict(self)
-        for key in ("out", "workers", "quiet", "overwrite", "encoder", "tokenizer_only"):
+        for key in ("out", "workers", "quiet", "overwrite", "encoder", "tokenizer_only", "show_plan"):
             d.pop(key)
         # --tokenizer is identified by the file's fingerprint, recorded beside it in the manifest;
         # the vocabulary size then comes from the file, so the requested one does not matter.
@@ -125,7 +136,7 @@ def parse_part(text: str) -> tuple[int, int]:
 
 
 def select_part(items: list, part: str | None) -> list:
-    """The deterministic 1/N of the inputs for ``--part I/N``: every N-th file, starting at the I-th.
+    """The deterministic 1/N of ``items`` for ``--part I/N``: every N-th, starting at the I-th.
 
     Striding (rather than contiguous blocks) spreads big and small files of a sorted list evenly.
     """

@@ -1,4 +1,4 @@
-"""The progress bar while a build runs and the summary table after it."""
+"""The progress bar while a build runs, and the summary (with its per-source table) after it."""
 from __future__ import annotations
 
 import sys
@@ -108,6 +108,39 @@ def _size_on_disk(out: Path, manifest: dict) -> int:
     return total
 
 
+def source_rows(plan, read_inputs: set[int], input_stats: list[dict], total_tokens: int) -> list[dict]:
+    """Per source of ``plan``: its files planned (to be read by this build) / opened / finished (read
+    to their end or their budget), documents, tokens, and the share of the output achieved against
+    the share planned (the target of a sampled plan, else the source's share of the input)."""
+    rows = []
+    for s in plan.sources:
+        stats = [input_stats[i] for i in s.files]
+        status = [str(x["status"]) for x in stats]
+        tokens = sum(x["tokens"] for x in stats)
+        rows.append({
+            "source": s.name, "files": len(s.files), "files_planned": sum(i in read_inputs for i in s.files),
+            "files_opened": sum(1 for x in status if x != "pending" and not x.startswith("not ")),
+            "files_finished": sum(1 for x in status if x == "ok" or x.startswith("partly read: its token budget")),
+            "files_bad": sum(1 for x in status if x.startswith("bad: ")),
+            "documents": sum(x["documents"] for x in stats), "tokens": tokens,
+            "quota": s.quota, "share_planned": s.target if plan.sampled else s.share,
+            "share": tokens / total_tokens if total_tokens else 0.0,
+        })
+    return rows
+
+
+def source_table(rows: list[dict]) -> list[str]:
+    """The per-source rows of a manifest as aligned lines."""
+    head = ("source", "files planned/opened/finished", "documents", "tokens", "share", "planned")
+    table = [head] + [(r["source"], f"{r['files_planned']:,} / {r['files_opened']:,} / {r['files_finished']:,}"
+                       + (f" ({r['files_bad']} bad)" if r.get("files_bad") else ""),
+                       f"{r['documents']:,}", f"{r['tokens']:,}", f"{100 * r['share']:.1f}%",
+                       "-" if r["share_planned"] is None else f"{100 * r['share_planned']:.1f}%") for r in rows]
+    widths = [max(len(row[c]) for row in table) for c in range(len(head))]
+    return ["  " + "  ".join(v.ljust(w) if c == 0 else v.rjust(w) for c, (v, w) in enumerate(zip(row, widths)))
+            for row in table]
+
+
 def print_summary(out: Path, manifest: dict, elapsed: float, run_tokens: int, text_bytes: int,
                   total_elapsed: float, file=None) -> None:
     """The table printed after a build: what went where, what was skipped, how fast."""
@@ -122,6 +155,16 @@ def print_summary(out: Path, manifest: dict, elapsed: float, run_tokens: int, te
     lines = [f"dataset {out}"]
     lines += ["  " + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
               for r in rows]
+    plan = manifest.get("plan") or {}
+    if manifest.get("sources"):
+        target = (f", --max-tokens {plan['max_tokens']:,}: {tokens / plan['max_tokens']:.1%} of it"
+                  if plan.get("max_tokens") else "")
+        lines.append(f"  sources ({plan.get('mode', 'whole')} plan{target}):")
+        lines += ["  " + line for line in source_table(manifest["sources"])]
+    if manifest.get("record_sources"):
+        rs = sorted(manifest["record_sources"].items(), key=lambda kv: -kv[1]["tokens"])
+        shown = ", ".join(f"{k} {v['tokens'] / max(tokens, 1):.1%}" for k, v in rs[:8])
+        lines.append(f"  records' own \"source\" field, share of tokens: {shown}" + (" ..." if len(rs) > 8 else ""))
     skipped = manifest["skipped"]
     lines.append("  skipped: " + (", ".join(f"{k} {v:,}" for k, v in skipped.items()) if skipped else "none"))
     bad = [x["path"] for x in manifest["inputs"] if x["status"].startswith("bad")]

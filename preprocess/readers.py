@@ -12,6 +12,15 @@ JSON. The same chain serves local files and URLs. JSON Lines are cut into chunks
 (``line_chunks``) and parsed by ``parse_lines``: ``read_records`` does both, the build cuts here and
 parses in its worker processes.
 
+A gzip member's CRC (or a zstd frame's end) is only checked after the whole member has been
+inflated, and a damaged member can inflate "successfully" into garbage until then. So
+``line_chunks`` marks each chunk ``verified`` or not: a chunk is verified when every byte up to its
+end lies in members that passed their check (plain JSON Lines: always). Chunks are cut at every
+member end, so a build can trust exactly the verified ones and roll back the rest.
+
+Only regular files are read (a FIFO or a link to a device would block or never end), and no line
+may exceed ``MAX_LINE_BYTES``: memory stays bounded whatever an input holds.
+
 Sections, in order: resolving inputs; byte chains; parsers (JSON Lines, txt, parquet); the entry
 points; Hugging Face datasets.
 """
@@ -49,6 +58,9 @@ _KINDS = (
 KNOWN_SUFFIXES = tuple(s for s, _ in _KINDS)
 SKIP_REASONS = ("malformed_json", "missing_text", "non_string_text", "empty_text", "undecodable_bytes")
 HF_PREFIX = "hf:"
+# The longest line (JSON Lines record) or .txt document read: far above any real document (a 50 MB
+# record reads fine), and a bound on what a file without line breaks can make the reader hold.
+MAX_LINE_BYTES = 256 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +75,7 @@ class Record:
     text: str         # may hold lone surrogates from JSON escapes; the pipeline repairs and counts them
     id: str | None    # the record's "id", stringified; None when it has none
     line: int         # 1-based: JSONL line, parquet row, txt block (1 for a whole-file document)
+    source: str | None = None  # the record's own "source" field (Dolma's), when it is a string
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,25 +101,25 @@ def kind_of(path: str) -> str | None:
 # ---------------------------------------------------------------------------------------------------
 # resolving inputs
 
-def resolve_inputs(specs: list[str], input_list: str | None = None, txt_blocks: bool = False) -> list[InputFile]:
+def resolve_inputs(specs: list[str], input_list: str | None = None,
+                   note: Callable[[str], None] | None = None) -> list[InputFile]:
     """Expand ``specs`` and the entries of ``input_list`` into input files, in a deterministic order.
 
     Each spec is a local file, a directory (searched recursively for files with a known suffix, hidden
     files and directories skipped), a glob pattern (``**`` allowed), an http(s) URL or an ``hf:`` spec.
     Matches of one spec are sorted; specs keep the order given, then the input list's entries follow
     in file order. A file named twice is read once (its first place wins). ``input_list`` holds one
-    path or URL per line; blank lines and ``#`` comments are ignored. ``txt_blocks`` does not change
-    what is resolved (a ``.txt`` is always a text document here); it is accepted so callers can pass
-    their reading options through unchanged.
+    path or URL per line; blank lines and ``#`` comments are ignored. Only regular files are inputs:
+    a FIFO, socket or device named outright is an error, and one met in a directory or a glob is
+    passed over with a ``note``.
     """
-    del txt_blocks
     entries: list[tuple[str, str]] = [(spec, "--input") for spec in specs]
     if input_list is not None:
         entries += _read_input_list(input_list)
     out: list[InputFile] = []
     seen: set[str] = set()
     for spec, where in entries:
-        for inp in _resolve_one(spec, where):
+        for inp in _resolve_one(spec, where, note or (lambda msg: None)):
             key = inp.path if is_url(inp.path) or inp.kind == "hf" else os.path.realpath(inp.path)
             if key not in seen:
                 seen.add(key)
@@ -133,7 +146,7 @@ def _read_input_list(path: str) -> list[tuple[str, str]]:
     return entries
 
 
-def _resolve_one(spec: str, where: str) -> list[InputFile]:
+def _resolve_one(spec: str, where: str, note: Callable[[str], None]) -> list[InputFile]:
     if spec.startswith(HF_PREFIX):
         parse_hf_spec(spec)  # fail early on a malformed spec
         return [InputFile(spec, "hf", None)]
@@ -147,7 +160,7 @@ def _resolve_one(spec: str, where: str) -> list[InputFile]:
         if _is_output_dir(spec):
             raise ValueError(f"{where}: {spec} is a dataset or run directory written by this project, not a "
                              f"corpus; give the directory of the input files")
-        files = _walk(spec)
+        files = _walk(spec, note)
         if not files:
             raise ValueError(f"{where}: directory {spec} holds no input files (looked recursively for "
                              f"{', '.join(KNOWN_SUFFIXES)})")
@@ -156,15 +169,23 @@ def _resolve_one(spec: str, where: str) -> list[InputFile]:
         if kind_of(spec) is None:
             raise ValueError(f"{where}: {spec}: unknown file type; expected a name ending in "
                              f"{', '.join(KNOWN_SUFFIXES)} (or a directory, glob, URL or hf: spec)")
+        special = _not_regular(spec)
+        if special:
+            raise ValueError(f"{where}: {spec} is {special}, not a regular file; only regular files are read "
+                             f"(copy the data into a file first)")
         return [_local(spec)]
     if glob.has_magic(spec):
         matches = sorted(glob.glob(spec, recursive=True))
         files: list[str] = []
         for m in matches:
             if os.path.isdir(m):
-                files += _walk(m)
+                files += _walk(m, note)
             elif kind_of(m) is not None:
-                files.append(m)
+                special = _not_regular(m)
+                if special:
+                    note(f"passed over {m}: {special}, not a regular file")
+                else:
+                    files.append(m)
         if not files:
             what = f"{len(matches)} paths, none of them input files" if matches else "nothing"
             raise ValueError(f"{where}: pattern {spec!r} matched {what}; input files end in "
@@ -173,15 +194,38 @@ def _resolve_one(spec: str, where: str) -> list[InputFile]:
     raise ValueError(f"{where}: {spec}: no such file or directory; check the path (or quote a glob pattern)")
 
 
-def _walk(top: str) -> list[str]:
+def _walk(top: str, note: Callable[[str], None]) -> list[str]:
     found = []
     for root, dirs, files in os.walk(top):
         # hidden ones (.git, .cache, a default corpus stash) and this project's own outputs (a dataset
         # built into a folder of the corpus must not be read back as input: its tokenizer.json and
         # manifest.json are .json files)
         dirs[:] = [d for d in dirs if not d.startswith(".") and not _is_output_dir(os.path.join(root, d))]
-        found += [os.path.join(root, f) for f in files if not f.startswith(".") and kind_of(f) is not None]
+        for f in files:
+            if f.startswith(".") or kind_of(f) is None:
+                continue
+            path = os.path.join(root, f)
+            special = _not_regular(path)
+            if special:
+                note(f"passed over {path}: {special}, not a regular file")
+            else:
+                found.append(path)
     return sorted(found)
+
+
+def _not_regular(path: str) -> str | None:
+    """What ``path`` is when it is not a regular file (links followed), else None."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        return f"unreadable ({e.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode) else
+            "a directory" if stat.S_ISDIR(mode) else "not a regular file")
 
 
 def _is_output_dir(path: str) -> bool:
@@ -189,7 +233,7 @@ def _is_output_dir(path: str) -> bool:
     its tokenizer."""
     import shards
 
-    return (os.path.exists(os.path.join(path, shards.LOCK_NAME)) or os.path.isdir(os.path.join(path, ".build"))
+    return (os.path.exists(os.path.join(path, shards.LOCK_NAME)) or os.path.isdir(os.path.join(path, shards.BUILD_DIR))
             or (os.path.exists(os.path.join(path, shards.MANIFEST_NAME))
                 and os.path.exists(os.path.join(path, shards.TOKENIZER_NAME))))
 
@@ -201,20 +245,55 @@ def _local(path: str) -> InputFile:
 # ---------------------------------------------------------------------------------------------------
 # byte chains: sources and decompressors
 
+class _MemberEnd:
+    """Yielded by a decompressor after each gzip member or zstd frame that ended and passed its check."""
+
+    def __repr__(self) -> str:
+        return "MEMBER_END"
+
+
+MEMBER_END = _MemberEnd()
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
 def _file_chunks(path: str) -> Iterator[bytes]:
     with open(path, "rb") as f:
         while chunk := f.read(_IN_CHUNK):
             yield chunk
 
 
-def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Decompress a gzip stream of any number of members; the inflater checks each member's CRC and length.
+def head_bytes(inp: InputFile, n: int) -> bytes:
+    """The first ``n`` bytes of ``inp`` as stored (compressed), from the file or one range request."""
+    if is_url(inp.path):
+        return b"".join(http.stream(inp.path, start=0, end=n))
+    with open(inp.path, "rb") as f:
+        return f.read(n)
+
+
+def _what_it_is(head: bytes, content_type: str | None, wanted: str, url: bool) -> str:
+    """Why ``head`` (the first bytes of a stream) is not ``wanted`` data, for a person."""
+    shown = head[:60].decode("utf-8", "replace").replace("\n", " ")
+    html = head.lstrip()[:1] == b"<" or (content_type or "").split(";")[0].strip() in ("text/html", "application/xhtml+xml")
+    if html:
+        if url:
+            return (f"the server sent an HTML page instead of {wanted} data (Content-Type: {content_type or 'none'}; "
+                    f"it begins {shown!r}): look at the URL in a browser, it is an error or login page, not the file")
+        return (f"is an HTML page, not {wanted} data (it begins {shown!r}): probably an error page saved by a "
+                f"download tool")
+    return f"corrupt {wanted} data (not a {wanted} stream: it begins {head[:8]!r})"
+
+
+def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes | _MemberEnd]:
+    """Decompress a gzip stream of any number of members; the inflater checks each member's CRC and
+    length, and ``MEMBER_END`` follows the last bytes of each member that passed.
 
     A decompress object (not ``gzip.GzipFile``) so that every byte decompressed before damage reaches
     the parser, and so the same code serves HTTP streams. Both libraries release the GIL while they work.
     """
     d = inflate.decompressobj(wbits=31)
     started = False  # bytes fed to the current member
+    members = 0
     try:
         for data in chunks:
             while data:
@@ -225,18 +304,23 @@ def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
                 started = True
                 out = d.decompress(data, _OUT_CHUNK)
                 data = d.unconsumed_tail or d.unused_data
-                if d.eof:
-                    started = False
                 if out:
                     yield out
+                if d.eof:
+                    started = False
+                    members += 1
+                    yield MEMBER_END
         if started and not d.eof:
             raise CorruptStream("truncated gzip file: the data ends before the end of the compressed stream")
     except inflate.error as e:
         raise CorruptStream(f"corrupt gzip data ({e})") from None
+    if not members:
+        raise CorruptStream("empty file: it holds no gzip data at all")
 
 
-def _unzstd(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Decompress a zstd stream of any number of frames (Dolma's files may hold several)."""
+def _unzstd(chunks: Iterable[bytes]) -> Iterator[bytes | _MemberEnd]:
+    """Decompress a zstd stream of any number of frames (Dolma's files may hold several); ``MEMBER_END``
+    follows each frame that ended (and passed its checksum, when it has one)."""
     import zstandard
 
     # files written with `zstd --long` declare windows beyond the library's default 128 MB limit; the
@@ -244,6 +328,7 @@ def _unzstd(chunks: Iterable[bytes]) -> Iterator[bytes]:
     dctx = zstandard.ZstdDecompressor(max_window_size=1 << 31)
     d = dctx.decompressobj()
     started = False
+    frames = 0
     try:
         for data in chunks:
             while data:
@@ -252,14 +337,37 @@ def _unzstd(chunks: Iterable[bytes]) -> Iterator[bytes]:
                 started = True
                 out = d.decompress(data)
                 data = d.unused_data if d.eof else b""
-                if d.eof:
-                    started = False
                 if out:
                     yield out
+                if d.eof:
+                    started = False
+                    frames += 1
+                    yield MEMBER_END
         if started and not d.eof:
             raise CorruptStream("truncated zstd file: the data ends inside a compressed frame")
     except zstandard.ZstdError as e:
         raise CorruptStream(f"corrupt zstd data ({e})") from None
+    if not frames:
+        raise CorruptStream("empty file: it holds no zstd data at all")
+
+
+def _checked_start(chunks: Iterable[bytes], kind: str, info: dict, url: bool) -> Iterator[bytes]:
+    """Pass a compressed stream through once its first bytes are the format's magic number; anything
+    else (an HTML error page served with status 200, a text file) is named for what it is."""
+    magic, wanted = (_GZIP_MAGIC, "gzip") if kind == "jsonl.gz" else (_ZSTD_MAGIC, "zstd")
+    head = b""
+    it = iter(chunks)
+    for chunk in it:
+        head += chunk
+        if len(head) >= len(magic):
+            break
+    # zstd skippable frames (magic 0x184D2A5?) may come first
+    if head and not (head.startswith(magic) or (wanted == "zstd" and head[1:4] == b"\x2a\x4d\x18"
+                                                and head[0] & 0xF0 == 0x50)):
+        raise CorruptStream(_what_it_is(head, info.get("content_type"), wanted, url))
+    if head:
+        yield head
+    yield from it
 
 
 def _counted(chunks: Iterable[bytes], on_bytes: Callable[[int], None]) -> Iterator[bytes]:
@@ -268,21 +376,34 @@ def _counted(chunks: Iterable[bytes], on_bytes: Callable[[int], None]) -> Iterat
         yield chunk
 
 
-def byte_chunks(inp: InputFile, retry: http.Retry | None = None,
-                on_bytes: Callable[[int], None] | None = None) -> Iterator[bytes]:
+def _source(inp: InputFile, retry: http.Retry | None, on_bytes, info: dict) -> Iterator[bytes]:
+    raw = http.stream(inp.path, retry=retry, info=info) if is_url(inp.path) else _file_chunks(inp.path)
+    return _counted(raw, on_bytes) if on_bytes is not None else raw
+
+
+def decompressed(chunks: Iterable[bytes], kind: str) -> Iterator[bytes]:
+    """The decompressed bytes of raw ``chunks`` of an input of ``kind`` (the member ends left out)."""
+    if kind == "jsonl.gz":
+        return (b for b in _gunzip(chunks) if b is not MEMBER_END)
+    if kind == "jsonl.zst":
+        return (b for b in _unzstd(chunks) if b is not MEMBER_END)
+    return iter(chunks)
+
+
+def byte_chunks(inp: InputFile, retry: http.Retry | None = None, on_bytes: Callable[[int], None] | None = None,
+                members: bool = False) -> Iterator[bytes | _MemberEnd]:
     """The decompressed bytes of a local or HTTP input, in chunks; ``on_bytes(n)`` is told of every
-    ``n`` bytes read from the source (compressed bytes: what a progress bar over file sizes counts)."""
-    if is_url(inp.path):
-        raw = http.stream(inp.path, retry=retry)
-    else:
-        raw = _file_chunks(inp.path)
-    if on_bytes is not None:
-        raw = _counted(raw, on_bytes)
+    ``n`` bytes read from the source (compressed bytes: what a progress bar over file sizes counts).
+    With ``members``, ``MEMBER_END`` follows every gzip member or zstd frame that passed its check."""
+    info: dict = {}
+    raw = _source(inp, retry, on_bytes, info)
     if inp.kind == "jsonl.gz":
-        return _gunzip(raw)
-    if inp.kind == "jsonl.zst":
-        return _unzstd(raw)
-    return raw
+        out = _gunzip(_checked_start(raw, inp.kind, info, is_url(inp.path)))
+    elif inp.kind == "jsonl.zst":
+        out = _unzstd(_checked_start(raw, inp.kind, info, is_url(inp.path)))
+    else:
+        return raw
+    return out if members else (b for b in out if b is not MEMBER_END)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -299,8 +420,8 @@ def check_text(obj, text_field: str, line: int) -> Record | Skipped:
         return Skipped("non_string_text", line, f"{text_field!r} is {_json_type(text)}, not a string")
     if not text or text.isspace():
         return Skipped("empty_text", line, "empty" if not text else "whitespace only")
-    rid = obj.get("id")
-    return Record(text, None if rid is None else str(rid), line)
+    rid, source = obj.get("id"), obj.get("source")
+    return Record(text, None if rid is None else str(rid), line, source if type(source) is str else None)
 
 
 _MISSING = object()
@@ -316,11 +437,12 @@ LINE_KINDS = frozenset({"jsonl", "jsonl.gz", "jsonl.zst"})
 
 def _refuse_json_array(chunks: Iterable[bytes], path: str) -> Iterator[bytes]:
     """Pass a JSONL stream through, but refuse one that opens as a JSON array of objects (``[{...},
-    ...]``, a common export): read as lines, its documents would all be counted as malformed records.
-    (A first line like ``[1, 2]`` is a JSON Lines record that is not an object: skipped as such.)"""
+    ...]``, a common export: read as lines, its documents would all be counted as malformed records)
+    or as markup (``<``: an HTML error page, XML). A first line like ``[1, 2]`` is a JSON Lines record
+    that is not an object: skipped as such."""
     head = b""
     for chunk in chunks:
-        if head is None:
+        if head is None or chunk is MEMBER_END:
             yield chunk
             continue
         head += chunk
@@ -330,9 +452,12 @@ def _refuse_json_array(chunks: Iterable[bytes], path: str) -> Iterator[bytes]:
             if not after:
                 continue  # what follows the bracket has not been read yet
             if after[:1] == b"{":
-                raise BadInputFile(path, "holds one JSON array, not one JSON object per line (JSON Lines); "
-                                         "convert it first, e.g. `jq -c '.[]' FILE > FILE.jsonl`, or pass "
-                                         "--skip-bad-files to go on without it")
+                raise BadInputFile(path, "holds one JSON array, not one JSON object per line (JSON Lines)",
+                                   "convert it first, e.g. `jq -c '.[]' FILE > FILE.jsonl`, or pass "
+                                   "--skip-bad-files to go on without it")
+        elif start[:1] == b"<":
+            raise BadInputFile(path, _what_it_is(start, None, "JSON Lines", False).replace(
+                "corrupt JSON Lines data", "not JSON Lines"))
         elif not start:
             continue  # only whitespace so far
         yield head
@@ -343,22 +468,43 @@ def _refuse_json_array(chunks: Iterable[bytes], path: str) -> Iterator[bytes]:
 
 def line_chunks(inp: InputFile, size: int = 1 << 20, skip_bytes: int = 0, first_line: int = 0,
                 retry: http.Retry | None = None, on_bytes: Callable[[int], None] | None = None,
-                ) -> Iterator[tuple[bytes, int]]:
-    """The decompressed bytes of a JSONL input (a kind in LINE_KINDS) as ``(chunk, newlines)`` pieces of
-    whole lines, each about ``size`` bytes (longer when one line is); only the last may end without a
-    newline. :func:`parse_lines` turns a chunk into the items :func:`read_records` would yield.
+                ) -> Iterator[tuple[bytes, int, bool]]:
+    """The decompressed bytes of a JSONL input (a kind in LINE_KINDS) as ``(chunk, newlines, verified)``
+    pieces of whole lines, each about ``size`` bytes (longer when one line is); only the last may end
+    without a newline. :func:`parse_lines` turns a chunk into the items :func:`read_records` would yield.
+
+    ``verified``: every byte up to the end of this chunk lies in gzip members (zstd frames) that
+    passed their check; always True for plain JSON Lines. A chunk ends at every member end (a
+    ``(b"", 0, True)`` marker when no whole line is pending there), so the verified chunks are
+    exactly the trustworthy prefix of the stream.
 
     The build sends the chunks to its workers as they are, so the process that reads does little
-    more than decompress; :func:`read_records` parses them itself. ``skip_bytes`` (a line boundary) and ``first_line`` resume a stream where
-    an interrupted build left it. Raises ``BadInputFile`` after yielding every complete line before
-    damage.
+    more than decompress; :func:`read_records` parses them itself. ``skip_bytes`` (a line boundary)
+    and ``first_line`` resume a stream where an interrupted build left it. Raises ``BadInputFile``
+    after yielding every complete line before damage (unverified, for a compressed input), for an
+    empty input, and for a line longer than ``MAX_LINE_BYTES``.
     """
+    compressed = inp.kind != "jsonl"
     line, to_skip = first_line, skip_bytes
     pending: list[bytes] = []
     pending_len = 0
+    has_newline = False  # whether `pending` holds a line end
+    seen = 0             # decompressed bytes of the stream so far
     try:
-        source = byte_chunks(inp, retry, on_bytes)
+        source = byte_chunks(inp, retry, on_bytes, members=True)
         for data in (source if skip_bytes else _refuse_json_array(source, inp.path)):
+            if data is MEMBER_END:
+                if to_skip:
+                    continue
+                buf = b"".join(pending)
+                cut = buf.rfind(b"\n") + 1
+                n = buf.count(b"\n", 0, cut)
+                yield buf[:cut], n, True
+                line += n
+                pending = [buf[cut:]] if cut < len(buf) else []
+                pending_len, has_newline = len(buf) - cut, False
+                continue
+            seen += len(data)
             if to_skip:
                 if len(data) <= to_skip:
                     to_skip -= len(data)
@@ -366,6 +512,13 @@ def line_chunks(inp: InputFile, size: int = 1 << 20, skip_bytes: int = 0, first_
                 data, to_skip = data[to_skip:], 0
             pending.append(data)
             pending_len += len(data)
+            has_newline = has_newline or b"\n" in data
+            if not has_newline:
+                if pending_len > MAX_LINE_BYTES:
+                    raise BadInputFile(inp.path, f"line {line + 1:,} runs past {MAX_LINE_BYTES >> 20} MiB without a "
+                                                 f"line break: this is not a JSON Lines file (or one record is larger "
+                                                 f"than the reader takes)", "check the file, or pass --skip-bad-files")
+                continue
             if pending_len < size:
                 continue
             buf = b"".join(pending) if len(pending) > 1 else pending[0]
@@ -378,27 +531,31 @@ def line_chunks(inp: InputFile, size: int = 1 << 20, skip_bytes: int = 0, first_
                         break  # its end has not been read yet
                 chunk = buf[start:cut]
                 n = chunk.count(b"\n")
-                yield chunk, n
+                yield chunk, n, not compressed
                 line += n
                 start = cut
             pending = [buf[start:]] if start < len(buf) else []
             pending_len = len(buf) - start
+            has_newline = b"\n" in buf[start:] if pending else False
     except (CorruptStream, OSError, BadInputFile) as e:  # damaged data, a read error, a failed download
         buf = b"".join(pending)
         cut = buf.rfind(b"\n") + 1
-        if cut:  # the complete lines that arrived before it
+        if cut:  # the complete lines that arrived before it (in a member that will never pass its check)
             n = buf.count(b"\n", 0, cut)
-            yield buf[:cut], n
+            yield buf[:cut], n, not compressed
             line += n
         if isinstance(e, BadInputFile):
             raise
         raise _unreadable(inp, e, line) from None
     if to_skip:
         raise BadInputFile(inp.path, f"is shorter than when the build started ({skip_bytes:,} bytes were read "
-                                     f"from it then); restore it, or use --overwrite to start over")
+                                     f"from it then)", "restore it, or use --overwrite to start over")
+    if not seen:
+        raise BadInputFile(inp.path, "is empty: it holds no data" + (" (0 bytes)" if not compressed else ""),
+                           "re-download it, or pass --skip-bad-files to go on without it")
     if pending:
         buf = b"".join(pending)
-        yield buf, buf.count(b"\n")
+        yield buf, buf.count(b"\n"), True
 
 
 def parse_lines(chunk: bytes, first_line: int, text_field: str = "text") -> list[Record | Skipped]:
@@ -429,10 +586,10 @@ def _parse_line(raw: bytes, lineno: int, text_field: str, loads: Callable) -> Re
     if type(obj) is dict:
         text = obj.get(text_field)
         if type(text) is str and text and not text.isspace():
-            rid = obj.get("id")
+            rid, source = obj.get("id"), obj.get("source")
             if type(rid) is float:  # orjson reads an integer beyond 64 bits as a float: keep json's str(id)
                 return _parse_line_slow(raw, lineno, text_field, loads)
-            return Record(text, None if rid is None else str(rid), lineno)
+            return Record(text, None if rid is None else str(rid), lineno, source if type(source) is str else None)
     return check_text(obj, text_field, lineno)
 
 
@@ -449,8 +606,8 @@ def _parse_line_slow(raw: bytes, lineno: int, text_field: str, loads: Callable) 
     if type(obj) is dict:  # fast path for the common case; check_text handles everything else
         text = obj.get(text_field)
         if type(text) is str and text and not text.isspace():
-            rid = obj.get("id")
-            return Record(text, None if rid is None else str(rid), lineno)
+            rid, source = obj.get("id"), obj.get("source")
+            return Record(text, None if rid is None else str(rid), lineno, source if type(source) is str else None)
     return check_text(obj, text_field, lineno)
 
 
@@ -466,8 +623,19 @@ def _decode_doc(raw: bytes, number: int) -> Record | Skipped:
     return Record(text, None, number)
 
 
+def _bounded(chunks: Iterable[bytes], what: str) -> Iterator[bytes]:
+    """Pass ``chunks`` through, raising CorruptStream past MAX_LINE_BYTES (``what`` names the unit)."""
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > MAX_LINE_BYTES:
+            raise CorruptStream(f"{what} is longer than {MAX_LINE_BYTES >> 20} MiB, more than the reader takes as "
+                                f"one document")
+        yield chunk
+
+
 def _txt_whole(chunks: Iterable[bytes]) -> Iterator[Record | Skipped]:
-    yield _decode_doc(b"".join(chunks), 1)
+    yield _decode_doc(b"".join(_bounded(chunks, "the file")), 1)
 
 
 def _txt_blocks(chunks: Iterable[bytes]) -> Iterator[Record | Skipped]:
@@ -477,47 +645,54 @@ def _txt_blocks(chunks: Iterable[bytes]) -> Iterator[Record | Skipped]:
     block's 1-based number.
     """
     block: list[bytes] = []
-    number = 0
+    number = size = 0
     pending = b""
     for chunk in chunks:
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
+        if len(pending) > MAX_LINE_BYTES:
+            raise CorruptStream(f"a line after block {number:,} is longer than {MAX_LINE_BYTES >> 20} MiB")
         for ln in lines:
             if ln.strip():
                 block.append(ln)
+                size += len(ln)
+                if size > MAX_LINE_BYTES:
+                    raise CorruptStream(f"block {number + 1:,} is longer than {MAX_LINE_BYTES >> 20} MiB, more "
+                                        f"than the reader takes as one document")
             elif block:
                 number += 1
                 yield _decode_doc(b"\n".join(block), number)
-                block = []
+                block, size = [], 0
     if pending.strip():
         block.append(pending)
     if block:
         yield _decode_doc(b"\n".join(block), number + 1)
 
 
-def _open_parquet(inp: InputFile, text_field: str):
+def open_parquet(inp: InputFile, text_field: str):
     """(ParquetFile, columns to read, whether the text column holds bytes); BadInputFile if unusable."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         if is_url(inp.path):
-                pf = pq.ParquetFile(http.RangeFile(inp.path))
+            pf = pq.ParquetFile(http.RangeFile(inp.path))
         else:
             pf = pq.ParquetFile(inp.path)
         schema = pf.schema_arrow
     except (pa.ArrowException, OSError) as e:
-        raise BadInputFile(inp.path, f"not a readable parquet file ({e}); re-download it, "
-                                     f"or pass --skip-bad-files to go on without it") from None
+        empty = not is_url(inp.path) and os.path.exists(inp.path) and os.path.getsize(inp.path) == 0
+        raise BadInputFile(inp.path, "is empty: 0 bytes" if empty else f"not a readable parquet file ({e})") from None
     names = schema.names
+    column_hint = "pass --text-field with the name of the text column"
     if text_field not in names:
-        raise BadInputFile(inp.path, f"no column {text_field!r} (columns: {', '.join(names)}); "
-                                     f"pass --text-field with the name of the text column")
+        raise BadInputFile(inp.path, f"no column {text_field!r} (columns: {', '.join(names)})", column_hint)
     ttype = schema.field(text_field).type
     is_binary = pa.types.is_binary(ttype) or pa.types.is_large_binary(ttype)
     if not (is_binary or pa.types.is_string(ttype) or pa.types.is_large_string(ttype)):
-        raise BadInputFile(inp.path, f"column {text_field!r} has type {ttype}, not text; "
-                                     f"pass --text-field with the name of the text column")
+        raise BadInputFile(inp.path, f"column {text_field!r} has type {ttype}, not text", column_hint)
+    if pf.metadata.num_rows == 0:
+        raise BadInputFile(inp.path, "is empty: it holds no rows")
     columns = [text_field] + (["id"] if "id" in names and text_field != "id" else [])
     return pf, columns, is_binary
 
@@ -525,7 +700,7 @@ def _open_parquet(inp: InputFile, text_field: str):
 def _parquet(inp: InputFile, text_field: str) -> Iterator[Record | Skipped]:
     import pyarrow as pa
 
-    pf, columns, is_binary = _open_parquet(inp, text_field)
+    pf, columns, is_binary = open_parquet(inp, text_field)
     row = 0
     try:
         # One batch at a time: memory stays bounded by a batch (and pyarrow's row-group buffer).
@@ -542,8 +717,7 @@ def _parquet(inp: InputFile, text_field: str) -> Iterator[Record | Skipped]:
                     item = Record(item.text, str(rid), row)
                 yield item
     except (pa.ArrowException, OSError) as e:
-        raise BadInputFile(inp.path, f"parquet data unreadable after row {row:,} ({e}); re-download it, "
-                                     f"or pass --skip-bad-files to go on without it") from None
+        raise BadInputFile(inp.path, f"parquet data unreadable after row {row:,} ({e})") from None
 
 
 def _check_str(text: str, line: int) -> Record | Skipped:
@@ -572,28 +746,34 @@ def read_records(inp: InputFile, text_field: str = "text", txt_blocks: bool = Fa
         return
     if inp.kind in LINE_KINDS:  # the lines the build's workers parse, parsed here the same way
         line = 0
-        for chunk, newlines in line_chunks(inp, retry=retry, on_bytes=on_bytes):
+        for chunk, newlines, _ in line_chunks(inp, retry=retry, on_bytes=on_bytes):
             yield from parse_lines(chunk, line, text_field)
             line += newlines
         return
-    last = 0
+    last, seen = 0, [0]
+
+    def sized(chunks):
+        for chunk in chunks:
+            seen[0] += len(chunk)
+            yield chunk
     try:
-        chunks = byte_chunks(inp, retry, on_bytes)
+        chunks = sized(byte_chunks(inp, retry, on_bytes))
         for item in _txt_blocks(chunks) if txt_blocks else _txt_whole(chunks):
             last = item.line
             yield item
     except (CorruptStream, OSError) as e:
         raise _unreadable(inp, e, last) from None
+    if not seen[0]:
+        raise BadInputFile(inp.path, "is empty: 0 bytes")
 
 
 def _unreadable(inp: InputFile, e: Exception, last_line: int) -> BadInputFile:
     """The error for an input whose bytes stop being readable after line ``last_line``."""
     if isinstance(e, CorruptStream):
-        after = (f"after line {last_line:,} (every complete record before it was read)" if last_line
-                 else "before its first record")
-        return BadInputFile(inp.path, f"{e}, {after}; re-download the file, or pass --skip-bad-files "
-                                      f"to go on without the rest of it")
-    return BadInputFile(inp.path, f"cannot read it ({e.strerror or e}); check that it exists and is readable")
+        after = f"after line {last_line:,}" if last_line else "before its first record"
+        return BadInputFile(inp.path, f"{e}, {after}",
+                            "re-download the file, or pass --skip-bad-files to go on without the rest of it")
+    return BadInputFile(inp.path, f"cannot read it ({e.strerror or e})", "check that it exists and is readable")
 
 
 def probe(inp: InputFile, text_field: str = "text", retry: http.Retry | None = None) -> None:
@@ -608,23 +788,24 @@ def probe(inp: InputFile, text_field: str = "text", retry: http.Retry | None = N
         http.probe(inp.path, retry=retry)
         return
     if not os.path.isfile(inp.path):
-        raise BadInputFile(inp.path, "no such file; check the path")
+        raise BadInputFile(inp.path, "no such file", "check the path")
     if inp.kind == "parquet":
-        _open_parquet(inp, text_field)
+        open_parquet(inp, text_field)
         return
     try:
         with open(inp.path, "rb") as f:
             head = f.read(64 << 10)
     except OSError as e:
-        raise BadInputFile(inp.path, f"cannot read it ({e.strerror}); check its permissions") from None
-    decomp = {"jsonl.gz": _gunzip, "jsonl.zst": _unzstd}.get(inp.kind)
-    if decomp is not None:
+        raise BadInputFile(inp.path, f"cannot read it ({e.strerror})", "check its permissions") from None
+    if not head:
+        raise BadInputFile(inp.path, "is empty: 0 bytes")
+    if inp.kind in ("jsonl.gz", "jsonl.zst"):
         try:
-            for _ in decomp([head]):
+            for _ in decompressed(_checked_start([head], inp.kind, {}, False), inp.kind):
                 break
         except CorruptStream as e:
             if "truncated" not in str(e):  # a 64 KiB head of a longer file always looks truncated
-                raise BadInputFile(inp.path, f"{e}; re-download it") from None
+                raise BadInputFile(inp.path, str(e), "re-download it") from None
 
 
 def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
@@ -651,7 +832,7 @@ def _load_hf(spec: str, probe: bool = False):
     try:
         import datasets
     except ImportError:
-        raise BadInputFile(spec, "the `datasets` package is not installed; pip install datasets") from None
+        raise BadInputFile(spec, "the `datasets` package is not installed", "pip install datasets") from None
     try:
         ds = datasets.load_dataset(name, config, split=split, streaming=True)
         if probe:
@@ -666,8 +847,8 @@ def _load_hf(spec: str, probe: bool = False):
                  f"check the name, config and split on huggingface.co/datasets/{name}, the network and HF_TOKEN")
         config_text = f"config {config!r}" if config else "no config"
         raise BadInputFile(spec, f"cannot open Hugging Face dataset {name!r}, {config_text}, split {split!r}"
-                                 f"{offline}: {type(e).__name__}: {msg}. {where[0].upper()}{where[1:]}, or use "
-                                 f"--fallback-input") from None
+                                 f"{offline}: {type(e).__name__}: {msg}",
+                           f"{where[0].upper()}{where[1:]}, or use --fallback-input") from None
 
 
 def _read_hf(spec: str, text_field: str) -> Iterator[Record | Skipped]:
@@ -677,5 +858,5 @@ def _read_hf(spec: str, text_field: str) -> Iterator[Record | Skipped]:
         for n, example in enumerate(ds, 1):
             yield check_text(example, text_field, n)
     except (OSError, ValueError) as e:  # a network drop or a bad shard mid-stream
-        raise BadInputFile(spec, f"reading stopped after example {n:,}: {type(e).__name__}: {e}; "
-                                 f"try again, or pass --skip-bad-files") from None
+        raise BadInputFile(spec, f"reading stopped after example {n:,}: {type(e).__name__}: {e}",
+                           "try again, or pass --skip-bad-files") from None

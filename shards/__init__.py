@@ -12,9 +12,12 @@ dataset. Every other module reads and writes shards through this one.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +28,7 @@ import numpy as np
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TOKENIZER_NAME = "tokenizer.json"
-EOT_TOKEN = "<|endoftext|>"
+BUILD_DIR = ".build"    # an unfinished build's state (python -m preprocess); gone once the manifest is written
 SPLITS = ("train", "val")
 INDEX_DTYPE = np.dtype("<u8")
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
@@ -43,6 +46,28 @@ class DirectoryInUse(DatasetError):
     """Another process is writing into the same directory."""
 
 
+class DiskFull(DatasetError):
+    """A write ran out of space (or quota); the message names the file, the space it needed and had."""
+
+    def __init__(self, path: str | os.PathLike, needed: int | None):
+        self.path, self.needed = Path(path), needed
+        free = free_bytes(self.path.parent)
+        need = f"it needed about {_mb(needed)}" if needed else "it needed more"
+        have = f", {_mb(free)} are free there" if free is not None else ""
+        super().__init__(f"no space left on the device holding {self.path} ({need}{have})")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e9:,.2f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
+
+
+def free_bytes(directory: str | os.PathLike) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
 # ---------------------------------------------------------------------------------------------------
 # names and dtypes
 
@@ -56,13 +81,17 @@ def index_file_name(bin_name: str) -> str:
     return bin_name[: -len(".bin")] + ".idx"
 
 
-def choose_dtype(vocab_size: int, requested: str | None = None) -> str:
-    """The token dtype for a vocabulary: uint16 unless the ids do not fit, uint32 on request.
+_SHARD_FILE = re.compile(r"^(train|val)_\d{6}\.(bin|idx)$")
 
-    Refuses ``uint16`` for a vocabulary over 65,536 up front, before any work is done.
-    """
-    if requested is None or requested == "auto":
-        return "uint16" if vocab_size <= UINT16_LIMIT else "uint32"
+
+def is_shard_file(name: str) -> bool:
+    """Whether ``name`` is a shard or index file name (``train_000012.bin``, ``val_000000.idx``)."""
+    return _SHARD_FILE.match(name) is not None
+
+
+def choose_dtype(vocab_size: int, requested: str) -> str:
+    """``requested`` (uint16 or uint32) for a vocabulary, refusing ``uint16`` for one over 65,536 up
+    front, before any work is done."""
     if requested not in DTYPES:
         raise DatasetError(f"unknown dtype {requested!r}; use one of {sorted(DTYPES)}")
     if requested == "uint16" and vocab_size > UINT16_LIMIT:
@@ -105,13 +134,19 @@ def _fsync_dir(directory: Path) -> None:
 
 
 @contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator:
+def atomic_open(path: str | os.PathLike, mode: str = "wb", size: int | None = None) -> Iterator:
     """Open a temporary file beside ``path``; on success fsync it and ``os.replace`` it into place.
 
-    On any failure the temporary file is removed and the error propagates; ``path`` is untouched.
+    On any failure the temporary file is removed and the error propagates; ``path`` is untouched. A
+    full disk (or quota) is :class:`DiskFull`, naming ``path`` and ``size``, the bytes being written.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(path, None) from None
+        raise
     # mkstemp creates 0600; datasets are shared between users and containers, so honour the umask
     os.fchmod(fd, 0o666 & ~_UMASK)
     try:
@@ -120,11 +155,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        written = os.path.getsize(tmp) if os.path.exists(tmp) else None
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(path, size or written) from None
         raise
     _fsync_dir(path.parent)
 
@@ -171,7 +209,7 @@ def directory_lock(directory: str | os.PathLike, holder: str) -> Iterator[None]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
-    with atomic_open(path, "wb") as f:
+    with atomic_open(path, "wb", size=memoryview(data).nbytes) as f:
         f.write(data)
 
 
@@ -225,7 +263,8 @@ def atomic_write_parts(path: str | os.PathLike, parts: Iterable[np.ndarray]) -> 
     """Write arrays one after another as one file, atomically, without joining them in memory;
     returns the sha256 of the file's bytes."""
     h = hashlib.sha256()
-    with atomic_open(path, "wb") as f:
+    parts = list(parts)
+    with atomic_open(path, "wb", size=sum(p.nbytes for p in parts)) as f:
         for part in parts:
             view = memoryview(np.ascontiguousarray(part)).cast("B")
             h.update(view)
@@ -256,10 +295,6 @@ class ShardWriter:
         self._offsets: list[np.ndarray] = []  # their documents' separator offsets within the shard
         self._n_tokens = 0
         self._n_docs = 0
-
-    @property
-    def pending_tokens(self) -> int:
-        return self._n_tokens
 
     @property
     def pending_documents(self) -> int:
@@ -314,6 +349,15 @@ class ShardWriter:
             self._offsets = [np.asarray(offsets, dtype=np.int64)]
         self._n_tokens = int(len(tokens))
         self._n_docs = int(len(offsets))
+
+    def save(self) -> tuple:
+        """What :meth:`load` needs to put this writer back as it is now (the buffered pieces are shared,
+        not copied: they are never changed in place)."""
+        return list(self._parts), list(self._offsets), self._n_tokens, self._n_docs, self.index
+
+    def load(self, saved: tuple) -> None:
+        parts, offsets, self._n_tokens, self._n_docs, self.index = saved
+        self._parts, self._offsets = list(parts), list(offsets)
 
     def flush(self) -> dict | None:
         """Write whatever is buffered as the next shard; None when the buffer is empty."""
@@ -486,8 +530,8 @@ def verify_dataset(directory: str | os.PathLike, tokenizer_sha256: str | None = 
         got = totals.get(split, {"tokens": 0, "documents": 0})
         if t.get("tokens") != got["tokens"] or t.get("documents") != got["documents"]:
             problems.append(f"totals[{split}] = {t} but the shards add up to {got}")
-    for p in sorted(directory.glob("*_[0-9][0-9][0-9][0-9][0-9][0-9].*")):
-        if p.suffix in (".bin", ".idx") and p.name not in listed:
+    for p in sorted(directory.iterdir()):
+        if is_shard_file(p.name) and p.name not in listed:
             problems.append(f"{p.name}: stray shard file not listed in the manifest")
     if tokenizer_sha256 is not None and tokenizer_sha256 != manifest["tokenizer_sha256"]:
         problems.append(f"{TOKENIZER_NAME} has fingerprint {tokenizer_sha256[:16]}…, the manifest names "

@@ -58,24 +58,32 @@ def test_kill_9_mid_build_then_rerun_gives_identical_files(tmp_path):
     assert not (out / ".build").exists()
 
 
-def test_interrupted_after_max_tokens_is_reached_reruns_to_the_same_dataset(tmp_path, monkeypatch):
-    """Stopped by --max-tokens, the build is cut off just before its manifest (the last moment a kill
-    can land): the rerun must finish the same dataset, not read on past the limit."""
+@pytest.mark.parametrize("mode", ["--in-order", "sampled"])
+def test_interrupted_after_max_tokens_is_reached_reruns_to_the_same_dataset(tmp_path, monkeypatch, mode):
+    """Stopped by --max-tokens (in order, or by the budgets of a sampled plan), the build is cut off just
+    before its manifest (the last moment a kill can land): the rerun must finish the same dataset, not
+    read on past the limit."""
     corpus = tmp_path / "corpus"
     make_corpus(corpus, n_files=3, docs_per_file=60)
-    assert build(corpus, tmp_path / "reference", "--max-tokens", "3000") == 0
+    args = ["--max-tokens", "3000"] + ([mode] if mode != "sampled" else [])
+    assert build(corpus, tmp_path / "reference", *args) == 0
     reference = file_hashes(tmp_path / "reference")
-    assert shards.load_manifest(tmp_path / "reference")["stopped_at_max_tokens"]
+    m = shards.load_manifest(tmp_path / "reference")
+    if mode == "sampled":
+        assert m["plan"]["mode"] == "proportional"
+        assert any(x["status"] == "partly read: its token budget is reached" for x in m["inputs"])
+    else:
+        assert m["stopped_at_max_tokens"]
 
     real = shards.write_manifest
 
     def killed(*a, **k):
         raise KeyboardInterrupt
     monkeypatch.setattr(shards, "write_manifest", killed)
-    assert build(corpus, tmp_path / "out", "--max-tokens", "3000") != 0  # "interrupted; ... run it again"
+    assert build(corpus, tmp_path / "out", *args) != 0  # "interrupted; ... run it again"
     assert (tmp_path / "out" / ".build" / "state.json").exists()
     monkeypatch.setattr(shards, "write_manifest", real)
-    assert build(corpus, tmp_path / "out", "--max-tokens", "3000") == 0
+    assert build(corpus, tmp_path / "out", *args) == 0
     assert file_hashes(tmp_path / "out") == reference
 
 

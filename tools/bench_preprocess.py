@@ -149,9 +149,11 @@ def main(argv=None) -> None:
     # --- BPE training: the builder's path (files -> sample -> train_bpe) vs the raw HF trainer
     from preprocess.build import Builder
     from preprocess.options import BuildOptions
+    from preprocess import plan as plans
     builder = Builder(BuildOptions(out=str(work / "tok"), inputs=[str(work / "corpus")]), log=lambda m: None)
-    inputs = readers.resolve_inputs([str(work / "corpus")])
-    tok, t_ours = timed(lambda: tk.train_bpe(builder.sample_texts(inputs, 10**9), vocab_size=args.vocab_size))
+    plan, inputs = builder.make_plan(readers.resolve_inputs([str(work / "corpus")]))
+    sample = lambda: plans.sample_texts(plan, inputs, "text", False, lambda t: tk.repair_surrogates(t)[0])  # noqa: E731
+    tok, t_ours = timed(lambda: tk.train_bpe(sample(), vocab_size=args.vocab_size))
 
     def raw_train():
         t = tk.new_bpe_tokenizer()

@@ -1,0 +1,564 @@
+"""The plan: what a build reads, decided once, before any document is read.
+
+Resolve the inputs -> **plan** -> read -> encode -> write. The plan is computed deterministically from
+the input files (their names and sizes) and the options, saved as ``OUT/plan.json``, and read by
+everything that needs to know what to read: the tokenizer sample, the main pass, ``--part I/N``,
+resume, the manifest and the summary.
+
+* **Sources.** An input's source is its file name without the extension and the trailing shard
+  number (``cc_en_head-0123.json.gz`` -> ``cc_en_head``); a name that is only a number takes its
+  folder's name (``CC-MAIN-2024-10/000_00000.parquet`` -> ``CC-MAIN-2024-10``). ``--source-pattern``
+  (a regular expression with one group, searched in the path or URL) overrides the rule.
+* **Sizes** come from the file system or an HTTP ``HEAD``: no body is fetched to plan.
+* **Modes.** Without ``--max-tokens`` (or with ``--in-order``) every input is read in the order given,
+  as a plain build always has (``--in-order`` stops at ``--max-tokens``). With ``--max-tokens`` each
+  source gets a quota in tokens: its share of the whole input (``proportional``) or the share ``--mix``
+  gives it (``mix``). Within a source, files are taken in a seeded order; whole files while the
+  source's estimated tokens stay within its quota, then one file with a token budget (the rest of
+  the quota), read until the document that reaches the budget. The estimates are the files' sizes
+  times the source's tokens per byte, measured with the build's tokenizer on the first
+  ``MEASURE_BYTES`` of each source. Because every budget follows from sizes and that measurement
+  only, each ``--part I/N`` (a stride of the same read list) reads exactly what a one-machine build
+  reads.
+* **The tokenizer sample** is drawn across the sources in their shares (by estimated tokens, or the
+  mix), from up to ``SAMPLE_FILES`` files of each source in its seeded order.
+
+``--mix``: ``SOURCE=W`` pairs, each ``W`` the share of ``--max-tokens`` that source gets. The shares
+must add up to at most 1; what they leave (``1 - sum``) goes to the unnamed sources in proportion to
+their size, as in the proportional plan, and when every source is named the shares are scaled to add
+up to 1. ``SOURCE=0`` leaves a source out. A source smaller than its quota is read whole, and the
+build then ends with fewer tokens than ``--max-tokens`` (the plan says so).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from preprocess import http, readers
+from preprocess.errors import BadInputFile, CorruptStream
+
+PLAN_NAME = "plan.json"
+PLAN_VERSION = 1
+MEASURE_BYTES = 4 << 20  # bytes on disk of each source read to measure its tokens per byte
+SAMPLE_FILES = 8         # files of each source the tokenizer sample is spread over (more when they are short)
+# Tokens per byte on disk assumed before a source is measured (a 32k byte-level BPE on English web text:
+# about 4.2 bytes of text per token; Dolma-style JSON adds ~15%; gzip and zstd shrink it about 3.5x).
+PRIOR_TOKENS_PER_BYTE = {"jsonl": 0.21, "jsonl.gz": 0.72, "jsonl.zst": 0.76, "parquet": 0.6, "txt": 0.24}
+MODES = ("whole", "in_order", "proportional", "mix")
+
+_SHARD_NUMBER = re.compile(r"[-_.]?\d+$")
+
+
+class PlanError(ValueError):
+    """Options or inputs that cannot be planned; the message says what to do."""
+
+
+def _file_name(path: str) -> tuple[str, str]:
+    """(the name without extension, its folder's name) of a path or URL."""
+    if readers.is_url(path):
+        path = path.split("?", 1)[0].split("#", 1)[0]
+    parts = path.replace("\\", "/").rstrip("/").split("/")
+    name, folder = parts[-1], (parts[-2] if len(parts) > 1 else "")
+    lower = name.lower()
+    for suffix in readers.KNOWN_SUFFIXES:
+        if lower.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name, folder
+
+
+def source_of(path: str, pattern: re.Pattern | None = None) -> str:
+    """The source an input belongs to: its file name without the extension and the shard number
+    (``cc_en_head-0123.json.gz`` -> ``cc_en_head``), or its folder's name when the name is only a number;
+    with ``pattern`` (``--source-pattern``) the first group of its match in the path."""
+    if path.startswith(readers.HF_PREFIX):
+        return path
+    if pattern is not None:
+        m = pattern.search(path)
+        if m is None or not m.group(1):
+            raise PlanError(f"--source-pattern {pattern.pattern!r} does not match {path} (or its group is empty); "
+                            f"every input must match it")
+        return m.group(1)
+    name, folder = _file_name(path)
+    stem = _SHARD_NUMBER.sub("", name)
+    if not stem.strip("-_.0123456789"):
+        return folder or name
+    return stem
+
+
+def compile_source_pattern(text: str | None) -> re.Pattern | None:
+    if text is None:
+        return None
+    try:
+        pattern = re.compile(text)
+    except re.error as e:
+        raise PlanError(f"--source-pattern {text!r} is not a regular expression ({e})") from None
+    if pattern.groups != 1:
+        raise PlanError(f"--source-pattern {text!r} needs exactly one group, the source's name, e.g. "
+                        f"'([a-z_]+)-\\d+\\.json\\.gz$'; it has {pattern.groups}")
+    return pattern
+
+
+def parse_mix(text: str | None) -> dict[str, float] | None:
+    """``cc_en_head=0.5,c4=0.2`` -> {"cc_en_head": 0.5, "c4": 0.2}."""
+    if text is None:
+        return None
+    mix: dict[str, float] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        name, eq, value = item.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not eq or not name.strip() or not weight >= 0 or weight == float("inf"):
+            raise PlanError(f"--mix {text!r}: {item.strip()!r} is not SOURCE=SHARE with a share >= 0, "
+                            f"e.g. --mix cc_en_head=0.5,c4=0.2")
+        if name.strip() in mix:
+            raise PlanError(f"--mix {text!r} names {name.strip()!r} twice")
+        mix[name.strip()] = weight
+    if not mix:
+        raise PlanError(f"--mix {text!r} names no source; write SOURCE=SHARE pairs, e.g. cc_en_head=0.5,c4=0.2")
+    if sum(mix.values()) > 1 + 1e-9:
+        raise PlanError(f"--mix shares add up to {sum(mix.values()):g}; they are shares of --max-tokens, so at "
+                        f"most 1 (what they leave goes to the unnamed sources)")
+    return mix
+
+
+# ---------------------------------------------------------------------------------------------------
+# sizes
+
+def with_sizes(inputs: list[readers.InputFile], required: bool, skip_bad: bool,
+               log: Callable[[str], None], retry: http.Retry | None = None,
+               ) -> tuple[list[readers.InputFile], dict[int, str]]:
+    """The inputs with the size of every URL (HEAD requests, many at once) filled in, and the URLs that
+    could not be opened (index -> error) when ``skip_bad`` (else the first such error is raised).
+
+    ``required``: a URL that opens but whose size the server does not say is an error (a sampled
+    plan needs every size); otherwise its size stays None."""
+    urls = [i for i, x in enumerate(inputs) if readers.is_url(x.path) and x.size is None]
+    if not urls:
+        return inputs, {}
+    sizes = http.head_sizes([inputs[i].path for i in urls], retry=retry)
+    out, bad = list(inputs), {}
+    for i, result in zip(urls, sizes):
+        if isinstance(result, BadInputFile):
+            if not skip_bad:
+                raise result
+            bad[i] = result.problem
+            log(f"--skip-bad-files: {inputs[i].path}: {result.problem}; recorded as bad, not planned")
+            continue
+        if result is None and required:
+            raise PlanError(f"{inputs[i].path}: the server does not say how large the file is (no Content-Length), "
+                            f"so a sampled build cannot plan it; download the files and pass the local paths, "
+                            f"or use --in-order")
+        out[i] = readers.InputFile(inputs[i].path, inputs[i].kind, result)
+    return out, bad
+
+
+# ---------------------------------------------------------------------------------------------------
+# the plan
+
+@dataclass
+class Source:
+    name: str
+    files: list[int]                  # input indices, in the seeded order the source is read in
+    bytes: int | None                 # on disk, all files (None when a size is unknown)
+    tokens_per_byte: float | None = None   # measured (None until measured; the prior is used before)
+    measured_bytes: int = 0
+    est_tokens: int | None = None     # bytes * tokens per byte
+    share: float | None = None        # of the whole input's estimated tokens
+    target: float | None = None       # share of the output the plan aims at
+    quota: int | None = None          # tokens this source contributes (None: all it has)
+
+
+@dataclass
+class Plan:
+    mode: str
+    seed: int
+    max_tokens: int | None
+    sample_bytes: int
+    inputs: list[list]                # [path, kind, size] of every resolved input, in the order given
+    sources: list[Source]
+    mix: dict[str, float] | None = None
+    source_pattern: str | None = None
+    bad: dict[int, str] = field(default_factory=dict)  # inputs that could not be sized: index -> error
+    reads: list[list] | None = None   # [input index, token budget or None], in read order; None until measured
+    version: int = PLAN_VERSION
+
+    # -- building ------------------------------------------------------------------------------------
+
+    @classmethod
+    def make(cls, inputs: list[readers.InputFile], *, max_tokens: int | None, in_order: bool = False,
+             mix: dict[str, float] | None = None, source_pattern: str | None = None, seed: int = 0,
+             sample_bytes: int, bad: dict[int, str] | None = None) -> "Plan":
+        """The plan's fixed part: sources, their seeded file orders, the mode (and, for a plain or
+        in-order build, the reads). Quotas wait for :meth:`set_rates`."""
+        if mix is not None and max_tokens is None:
+            raise PlanError("--mix needs --max-tokens: the shares are shares of it")
+        if mix is not None and in_order:
+            raise PlanError("--mix and --in-order exclude each other: --in-order reads the inputs in the order given")
+        mode = "whole" if max_tokens is None else "in_order" if in_order else "mix" if mix else "proportional"
+        pattern = compile_source_pattern(source_pattern)
+        bad = dict(bad or {})
+        by_name: dict[str, list[int]] = {}
+        for i, x in enumerate(inputs):
+            if i not in bad:
+                by_name.setdefault(source_of(x.path, pattern), []).append(i)
+        sources = []
+        for name, files in by_name.items():
+            order = list(files)
+            random.Random(f"{seed}:{name}").shuffle(order)
+            sizes = [inputs[i].size for i in files]
+            sources.append(Source(name, order, None if None in sizes else sum(sizes)))
+        if mix is not None:
+            unknown = sorted(set(mix) - set(by_name))
+            if unknown:
+                raise PlanError(f"--mix names {', '.join(unknown)}, which is not a source of these inputs; the "
+                                f"sources are: {', '.join(by_name)}")
+        plan = cls(mode, seed, max_tokens, sample_bytes, [[x.path, x.kind, x.size] for x in inputs], sources,
+                   mix, source_pattern, bad)
+        if mode in ("proportional", "mix"):
+            unsized = [inputs[i].path for s in sources if s.bytes is None for i in s.files
+                       if inputs[i].size is None]
+            if unsized:
+                raise PlanError(f"a sampled build (--max-tokens) plans by file sizes, and {unsized[0]} has none "
+                                f"(hf: datasets have none); use --in-order to read the inputs in order until "
+                                f"--max-tokens")
+        else:
+            plan.reads = [[i, None] for i in range(len(inputs)) if i not in bad]
+        plan._estimate({})
+        return plan
+
+    @property
+    def sampled(self) -> bool:
+        return self.mode in ("proportional", "mix")
+
+    def _size(self, i: int) -> int | None:
+        return self.inputs[i][2]
+
+    def _rate(self, s: Source) -> float | None:
+        """Measured tokens per byte, else the prior of its files' kind."""
+        if s.tokens_per_byte is not None:
+            return s.tokens_per_byte
+        return PRIOR_TOKENS_PER_BYTE.get(self.inputs[s.files[0]][1])
+
+    def _estimate(self, rates: dict[str, tuple[float, int]]) -> None:
+        """Estimated tokens, shares, targets and quotas from ``rates`` (source -> (tokens per byte,
+        bytes measured)); sources not in it keep the prior."""
+        for s in self.sources:
+            if s.name in rates:
+                s.tokens_per_byte, s.measured_bytes = rates[s.name]
+            rate = self._rate(s)
+            s.est_tokens = None if s.bytes is None or rate is None else round(s.bytes * rate)
+        known = [s for s in self.sources if s.est_tokens is not None]
+        total = sum(s.est_tokens for s in known)
+        for s in self.sources:
+            s.share = s.est_tokens / total if s.est_tokens is not None and total else None
+            s.target, s.quota = s.share, None
+        if self.mode == "mix":
+            named = sum(self.mix.values())
+            rest = [s for s in self.sources if s.name not in self.mix]
+            rest_share = sum(s.share or 0.0 for s in rest)
+            scale = 1.0 / named if not rest and named > 0 else 1.0
+            for s in self.sources:
+                if s.name in self.mix:
+                    s.target = self.mix[s.name] * scale
+                else:
+                    s.target = (1.0 - named) * (s.share or 0.0) / rest_share if rest_share else 0.0
+        if self.sampled and total:
+            for s in self.sources:
+                s.quota = min(s.est_tokens, round(self.max_tokens * s.target))
+
+    def set_rates(self, rates: dict[str, tuple[float, int]]) -> None:
+        """Set the measured tokens per byte of every source; the quotas and the reads follow."""
+        self._estimate(rates)
+        if not self.sampled:
+            return
+        chosen = []  # (position key, source rank, input index, budget)
+        for rank, s in enumerate(self.sources):
+            rate, used = s.tokens_per_byte, 0.0
+            for i in s.files:
+                if used >= s.quota:
+                    break
+                est = self._size(i) * rate
+                budget = None if used + est <= s.quota else max(1, round(s.quota - used))
+                # spread each source over the read list by how far into its quota a file lies, so that
+                # every stretch of the build (and every --part) holds every source
+                key = (used + min(est, s.quota - used) / 2) / max(s.quota, 1)
+                chosen.append((key, rank, i, budget))
+                used += est
+        chosen.sort()
+        self.reads = [[i, budget] for _, _, i, budget in chosen]
+
+    # -- reading the plan ------------------------------------------------------------------------------
+
+    def part_reads(self, part: tuple[int, int] | None) -> list[list]:
+        """The reads of ``--part I/N``: every N-th read from the I-th (all of them without a part)."""
+        if part is None:
+            return list(self.reads)
+        i, n = part
+        return self.reads[i - 1::n]
+
+    def source_of_input(self) -> dict[int, str]:
+        return {i: s.name for s in self.sources for i in s.files}
+
+    def sample_budgets(self) -> list[tuple[Source, int]]:
+        """Bytes of text the tokenizer sample takes from each source: the sample size split by the
+        sources' targets (their shares of the output, or of the input for a plain build)."""
+        weights = [(s, s.target if s.target is not None else 0.0) for s in self.sources]
+        if not any(w for _, w in weights):  # sizes unknown: equal shares
+            weights = [(s, 1.0) for s in self.sources]
+        total = sum(w for _, w in weights)
+        return [(s, int(self.sample_bytes * w / total)) for s, w in weights if w > 0]
+
+    # -- saving --------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["bad"] = {str(k): v for k, v in self.bad.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plan":
+        d = dict(d)
+        if d.get("version") != PLAN_VERSION:
+            raise PlanError(f"{PLAN_NAME} was written by another version of the builder; use --overwrite to "
+                            f"start the build over")
+        d["sources"] = [Source(**s) for s in d["sources"]]
+        d["bad"] = {int(k): v for k, v in d["bad"].items()}
+        return cls(**d)
+
+    def fixed(self) -> dict:
+        """What the plan is computed from and decides before any document is read (mode, inputs with
+        their sizes, sources and their file orders): a resumed build must find the same."""
+        return {"mode": self.mode, "seed": self.seed, "max_tokens": self.max_tokens, "mix": self.mix,
+                "source_pattern": self.source_pattern, "inputs": self.inputs,
+                "sources": [[s.name, s.files] for s in self.sources], "bad": sorted(self.bad)}
+
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    def differences(self, other: "Plan") -> list[str]:
+        """How ``other`` (computed now) differs from this plan's fixed part, for a person."""
+        a, b = self.fixed(), other.fixed()
+        out = []
+        then = {(p, k, s) for p, k, s in a["inputs"]}
+        now = {(p, k, s) for p, k, s in b["inputs"]}
+        if then != now:
+            example = sorted(then ^ now)[0]
+            out.append(f"the input files differ ({len(now - then)} new or changed, {len(then - now)} gone or "
+                       f"changed, e.g. {example[0]} of {example[2]} bytes)")
+        elif a["inputs"] != b["inputs"]:
+            out.append("the input files are the same but in another order")
+        for key in ("mode", "seed", "max_tokens", "mix", "source_pattern"):
+            if a[key] != b[key]:
+                out.append(f"{key} {a[key]!r} then, {b[key]!r} now")
+        if not out and a != b:
+            out.append("the sources or their files differ")
+        return out
+
+
+def save(out: Path, plan: Plan) -> None:
+    import shards
+
+    shards.write_json_atomic(Path(out) / PLAN_NAME, plan.to_dict())
+
+
+def load(out: Path) -> Plan | None:
+    path = Path(out) / PLAN_NAME
+    if not path.exists():
+        return None
+    try:
+        return Plan.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        if isinstance(e, PlanError):
+            raise
+        raise PlanError(f"{path} is unreadable ({e}); use --overwrite to start the build over") from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# reading what the plan says: the tokenizer sample and the measurement
+
+def sample_texts(plan: Plan, inputs: list[readers.InputFile], text_field: str, txt_blocks: bool,
+                 repair: Callable[[str], str]) -> Iterator[str]:
+    """The tokenizer sample: each source's share of ``plan.sample_bytes`` of document text (UTF-8
+    bytes, repaired), spread over up to SAMPLE_FILES of its files in its seeded order (what a short
+    file cannot give passes on to the next one), sources in plan order, the last document of each
+    cut. A bad file gives what it gave and the sample goes on: the main pass reports it."""
+    for source, budget in plan.sample_budgets():
+        files = source.files
+        spread = min(len(files), SAMPLE_FILES)
+        taken = 0
+        for n, i in enumerate(files):
+            if taken >= budget:
+                break
+            # an equal part of what is left for each of the files still to come (at least one more)
+            share = (budget - taken) // max(1, spread - n) if n < spread else budget - taken
+            got = 0
+            try:
+                for item in readers.read_records(inputs[i], text_field, txt_blocks):
+                    if type(item) is not readers.Record:
+                        continue
+                    text = repair(item.text)
+                    size = len(text.encode("utf-8"))
+                    if got + size >= share:
+                        cut = text.encode("utf-8")[: share - got].decode("utf-8", "ignore")
+                        if cut:
+                            yield cut
+                        got = share
+                        break
+                    got += size
+                    yield text
+            except BadInputFile:
+                pass
+            taken += got
+
+
+def measure(plan: Plan, inputs: list[readers.InputFile], encode: Callable[[list[str]], list[int]],
+            text_field: str, txt_blocks: bool, skipped: dict[int, str] | None = None,
+            ) -> dict[str, tuple[float, int]]:
+    """Tokens per byte on disk of every source, on its first MEASURE_BYTES (whole files while they fit,
+    then the start of one more), in its seeded order: source -> (tokens per byte, bytes measured).
+
+    ``encode(texts)`` gives each text's token count; a separator per document is counted, as the
+    shards hold one. A file that cannot be read is passed over (and noted in ``skipped``)."""
+    rates = {}
+    for s in plan.sources:
+        tokens = used = 0.0
+        for i in s.files:
+            if used >= MEASURE_BYTES:
+                break
+            want = min(inputs[i].size, int(MEASURE_BYTES - used))
+            try:
+                t, b = _measure_file(inputs[i], want, encode, text_field, txt_blocks)
+            except BadInputFile as e:
+                if skipped is not None:
+                    skipped[i] = e.problem
+                continue
+            tokens += t
+            used += b
+        if used > 0:
+            rates[s.name] = (tokens / used, int(used))
+    return rates
+
+
+def _measure_file(inp: readers.InputFile, want: int, encode, text_field: str, txt_blocks: bool,
+                  ) -> tuple[float, int]:
+    """(estimated tokens, bytes) of the first ``want`` bytes of ``inp`` (all of it when ``want`` is its size)."""
+    if want >= inp.size or inp.kind not in readers.LINE_KINDS:
+        if inp.kind == "parquet" and want < inp.size:
+            return _measure_parquet(inp, want, encode, text_field)
+        texts = [x.text for x in readers.read_records(inp, text_field, txt_blocks) if type(x) is readers.Record]
+        return float(sum(encode(texts)) + len(texts)), inp.size
+    # JSON Lines: decompress the first `want` bytes on disk, parse the complete lines and scale their
+    # tokens by the decompressed bytes the part-line after them adds
+    raw = readers.head_bytes(inp, want)
+    out = bytearray()
+    try:
+        for piece in readers.decompressed(iter([raw]), inp.kind):
+            out += piece
+    except CorruptStream:
+        pass  # the cut end of the stream: what came before it is all there is to measure
+    cut = out.rfind(b"\n") + 1
+    if cut == 0:  # not one whole line in `want` bytes: measure the file whole instead
+        return _measure_file(inp, inp.size, encode, text_field, txt_blocks)
+    items = readers.parse_lines(bytes(out[:cut]), 0, text_field)
+    texts = [x.text for x in items if type(x) is readers.Record]
+    tokens = sum(encode(texts)) + len(texts)
+    return tokens * len(out) / cut, want
+
+
+def _measure_parquet(inp, want: int, encode, text_field: str) -> tuple[float, int]:
+    """Parquet: the tokens of its first rows, against the share of the file's bytes those rows are."""
+    pf, _, _ = readers.open_parquet(inp, text_field)
+    rows_total = max(pf.metadata.num_rows, 1)
+    texts, rows = [], 0
+    for item in readers.read_records(inp, text_field):
+        rows += 1
+        if type(item) is readers.Record:
+            texts.append(item.text)
+        if rows * inp.size >= want * rows_total:
+            break
+    return float(sum(encode(texts)) + len(texts)), max(1, inp.size * rows // rows_total)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the table a person reads
+
+def _count(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def _bytes(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for div, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if abs(n) >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def describe(plan: Plan, part: tuple[int, int] | None = None) -> str:
+    """The per-source table of a plan: files, bytes, estimated tokens, share of the input, the target
+    share of the output, the quota and the files to read."""
+    reads = plan.reads
+    to_read: dict[int, int] = {}
+    if reads is not None:
+        for i, _ in (plan.part_reads(part) if part else reads):
+            to_read[i] = to_read.get(i, 0) + 1
+    owner = plan.source_of_input()
+    per_source = {s.name: 0 for s in plan.sources}
+    for i in to_read:
+        per_source[owner[i]] += 1
+    head = {"whole": "every input, in the order given",
+            "in_order": f"the inputs in the order given until {plan.max_tokens:,} tokens (--in-order)",
+            "proportional": f"a sample of {_count(plan.max_tokens)} tokens, each source its share of the input",
+            "mix": f"a sample of {_count(plan.max_tokens)} tokens in the shares of --mix"}[plan.mode]
+    lines = [f"plan: {head}; {len(plan.inputs):,} input files in {len(plan.sources):,} sources, seed {plan.seed}"
+             + (f", part {part[0]}/{part[1]}" if part else "")]
+    rows = [("source", "files", "bytes", "est. tokens", "input share", "target", "quota", "to read")]
+    for s in plan.sources:
+        rows.append((s.name, f"{len(s.files):,}", _bytes(s.bytes),
+                     ("" if s.tokens_per_byte is not None else "~") + _count(s.est_tokens), _pct(s.share),
+                     _pct(s.target) if plan.sampled else "-", _count(s.quota) if plan.sampled else "all",
+                     f"{per_source[s.name]:,}" if reads is not None else "?"))
+    known = [s.est_tokens for s in plan.sources if s.est_tokens is not None]
+    quota = sum(s.quota for s in plan.sources if s.quota is not None) if plan.sampled else None
+    rows.append(("total", f"{sum(len(s.files) for s in plan.sources):,}",
+                 _bytes(sum(s.bytes or 0 for s in plan.sources)), _count(sum(known) if known else None),
+                 "100%", "100%" if plan.sampled else "-", _count(quota) if plan.sampled else "all",
+                 f"{len(to_read):,}" if reads is not None else "?"))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines += ["  " + "  ".join(v.ljust(w) if c == 0 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths)))
+              for r in rows]
+    if any(s.tokens_per_byte is None and s.est_tokens is not None for s in plan.sources):
+        priors = sorted({f"{PRIOR_TOKENS_PER_BYTE[x[1]]} for {x[1]}" for x in plan.inputs
+                         if x[1] in PRIOR_TOKENS_PER_BYTE})
+        lines.append(f"  ~ assumed tokens per byte on disk ({', '.join(priors)}); the build measures each source "
+                     f"on its first {MEASURE_BYTES >> 20} MB with its tokenizer and sets the quotas from that")
+    short = [s for s in plan.sources if plan.sampled and s.quota is not None and s.est_tokens is not None
+             and s.quota < round(plan.max_tokens * s.target)]
+    for s in short:
+        lines.append(f"  {s.name} holds about {_count(s.est_tokens)} tokens, less than its target of "
+                     f"{_count(plan.max_tokens * s.target)}: it is read whole, and the build ends with fewer "
+                     f"than --max-tokens")
+    if plan.bad:
+        lines.append(f"  {len(plan.bad)} input files could not be opened and are not planned "
+                     f"(--skip-bad-files), e.g. {plan.inputs[min(plan.bad)][0]}: {plan.bad[min(plan.bad)]}")
+    return "\n".join(lines)
