@@ -171,9 +171,8 @@ class Builder:
                 shards.atomic_write_bytes(path, src.read_bytes())
         elif not path.exists():
             t0 = time.perf_counter()
-            budgets = plan.sample_budgets()
-            self.note(f"training a {o.vocab_size:,}-token byte-level BPE on up to {o.tokenizer_sample_bytes / 1e6:,.0f} "
-                      f"MB of text (--tokenizer-sample-bytes) drawn from {len(budgets)} sources in their shares")
+            self.note(f"training a {o.vocab_size:,}-token byte-level BPE on up to {o.tokenizer_sample_bytes / 1e6:,.3g} "
+                      f"MB of text (--tokenizer-sample-bytes) drawn from {len(plan.sample)} sources in their shares")
             texts = plans.sample_texts(plan, inputs, o.text_field, o.txt_blocks, lambda t: tk.repair_surrogates(t)[0])
             tok = tk.train_bpe(texts, vocab_size=o.vocab_size, show_progress=not o.quiet and sys.stderr.isatty())
             tk.save(tok, path)
@@ -184,26 +183,23 @@ class Builder:
             raise BuildError(f"{path} is not the tokenizer this build started with; use --overwrite to rebuild")
         return loaded
 
-    def encoder_sample(self, plan: plans.Plan, inputs) -> list[str]:
-        """The first documents of each source's first file, up to ENCODER_SAMPLE_BYTES in all."""
+    def encoder_sample(self, inputs, reads) -> list[str]:
+        """The first documents of the first reads, up to ENCODER_SAMPLE_BYTES or ENCODER_SAMPLE_DOCS."""
         sample, size = [], 0
-        per_source = ENCODER_SAMPLE_BYTES // max(1, len(plan.sources))
-        for s in plan.sources:
-            got = 0
+        for i, _ in reads:
             try:
-                for item in readers.read_records(inputs[s.files[0]], self.opts.text_field, self.opts.txt_blocks):
+                for item in readers.read_records(inputs[i], self.opts.text_field, self.opts.txt_blocks,
+                                                 early_stop=True):
                     if type(item) is readers.Record:
-                        text = tk.repair_surrogates(item.text)[0]
-                        sample.append(text)
-                        got += len(text.encode("utf-8"))
-                        if got >= per_source or len(sample) >= ENCODER_SAMPLE_DOCS:
-                            break
+                        sample.append(tk.repair_surrogates(item.text)[0])
+                        size += len(sample[-1].encode("utf-8"))
+                        if size >= ENCODER_SAMPLE_BYTES or len(sample) >= ENCODER_SAMPLE_DOCS:
+                            return sample
             except BadInputFile:
                 pass
-            size += got
         return sample
 
-    def start_encoder(self, loaded: tk.TokenizerFile, plan, inputs) -> tuple[tk.Encoder, EncoderCheck | None]:
+    def start_encoder(self, loaded: tk.TokenizerFile, inputs, reads) -> tuple[tk.Encoder, EncoderCheck | None]:
         """The encoder to start with and, for the fast engine, its equivalence check running in a thread.
 
         The check (HF's ids on a sample, about 0.1 s) overlaps the first batches; the main pass waits for
@@ -214,7 +210,7 @@ class Builder:
             self._log_encoder(candidate)
             return candidate, None
         return candidate, EncoderCheck(lambda: tk.verify_encoder(candidate, loaded.tok,
-                                                                 self.encoder_sample(plan, inputs), self.opts.encoder))
+                                                                 self.encoder_sample(inputs, reads), self.opts.encoder))
 
     def _log_encoder(self, enc: tk.Encoder) -> None:
         # falling back to the slower engine unasked is worth a warning; the rest is a note
@@ -231,12 +227,14 @@ class Builder:
             raise _EngineRejected(verified)
         return encoder
 
-    def measure(self, plan: plans.Plan, inputs, encoder: tk.Encoder) -> None:
-        """Measure every source's tokens per byte and set the plan's quotas and reads."""
+    def measure(self, plan: plans.Plan, inputs, loaded: tk.TokenizerFile) -> None:
+        """Measure every source's tokens per byte (with HF's ids) and set the plan's quotas and reads."""
         t0 = time.perf_counter()
 
+        hf = tk.make_encoder(loaded.tok, "hf")  # the reference ids, whichever engine the main pass uses
+
         def count(texts: list[str]) -> list[int]:
-            return [len(ids) for ids in encoder.encode_batch([tk.repair_surrogates(t)[0] for t in texts])]
+            return [len(ids) for ids in hf.encode_batch([tk.repair_surrogates(t)[0] for t in texts])]
         rates = plans.measure(plan, inputs, count, self.opts.text_field, self.opts.txt_blocks)
         missing = [s.name for s in plan.sources if s.name not in rates]
         if missing:
@@ -351,15 +349,11 @@ class Builder:
         if state.tokenizer_sha256 is None:
             state.tokenizer_sha256 = loaded.sha256
             save_state(self.out, state)
-        encoder, check = self.start_encoder(loaded, plan, inputs)
         if plan.reads is None:  # a sampled plan: its quotas wait for each source's tokens per byte
-            try:
-                encoder, check = self._checked(encoder, check), None
-            except _EngineRejected as e:
-                encoder, check = e.encoder, None
-            self.measure(plan, inputs, encoder)
+            self.measure(plan, inputs, loaded)
             plans.save(self.out, plan)
         reads = self.reads(plan)
+        encoder, check = self.start_encoder(loaded, inputs, reads)
         if found is not None:
             k = state.position[0]
             self.log(f"resuming the build in {self.out}: {len(state.shards)} shards done, read "

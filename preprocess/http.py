@@ -73,13 +73,15 @@ def stream(url: str, retry: Retry | None = None, start: int = 0, end: int | None
 
     The end of the data is known from Content-Length / Content-Range; a connection that closes early
     is resumed. Without a length (rare for static files) the decompressor's end-of-stream check is
-    what catches a cut. ``info["content_type"]`` is set from the first response (an error page
-    served with status 200 says text/html there).
+    what catches a cut. ``info`` (when given) gets the first response's ``content_type`` (an error
+    page served with status 200 says text/html there), the file's ``size`` when the server says, and
+    its ``validator``; a ``validator`` already in it makes every request conditional on it, so the
+    ranges of one file read by several calls come from one version of it.
     """
     retry = retry or Retry()
     pos = start
     stop = end           # exclusive end of the wanted bytes, once known
-    validator = None     # of the first response: resumes must read the same file
+    validator = (info or {}).get("validator")  # resumes (and later ranges) must read the same file
     streak = 0           # failed tries in a row at this position
     while True:
         headers = {}
@@ -96,10 +98,12 @@ def stream(url: str, retry: Retry | None = None, start: int = 0, end: int | None
                 skip = _check_start(url, resp, pos, validator)
                 if validator is None:
                     validator = _validator(resp)
-                    if info is not None:
-                        info["content_type"] = resp.headers.get("Content-Type")
-                if stop is None:
-                    stop = _data_end(resp, pos - skip)
+                if info is not None and "content_type" not in info:
+                    info.update(content_type=resp.headers.get("Content-Type"), validator=validator,
+                                size=_total_size(resp))
+                carried = _data_end(resp, pos - skip)  # a range past the end of the file is cut to it
+                if carried is not None:
+                    stop = carried if stop is None else min(stop, carried)
                 while True:
                     data = resp.read1(chunk_size) if skip == 0 else resp.read(min(skip, chunk_size))
                     if not data:
@@ -148,6 +152,39 @@ def _check_start(url: str, resp, pos: int, validator: str | None) -> int:
         raise BadInputFile(url, "the file changed on the server while it was being read",
                            "run again to read the new version from the start")
     return pos
+
+
+def _total_size(resp) -> int | None:
+    """The size of the whole file, from Content-Range (206) or Content-Length (200)."""
+    if resp.status == 206:
+        m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
+        return int(m.group(3)) if m and m.group(3) != "*" else None
+    length = resp.headers.get("Content-Length")
+    return int(length) if length and length.isdigit() else None
+
+
+def stream_growing(url: str, retry: Retry | None = None, first: int = 1 << 14, info: dict | None = None,
+                   ) -> Iterator[bytes]:
+    """The bytes of ``url`` from its start, fetched in ranges that double in size (16 KB, 32 KB, ...),
+    for a reader that may stop early (the tokenizer sample): it fetches about twice what it reads at
+    most (a server that ignores ranges re-sends the start of the file with each one, about as much)."""
+    info = {} if info is None else info
+    pos, step = 0, first
+    while True:
+        size = info.get("size")
+        if size is not None and pos >= size:
+            return
+        end = pos + step if size is None else min(pos + step, size)
+        got = 0
+        for data in stream(url, retry, start=pos, end=end, info=info):
+            got += len(data)
+            yield data
+        if got < end - pos:
+            return  # the file ended
+        if info.get("size") is None:  # the server gives no size: the rest in one response
+            yield from stream(url, retry, start=end, info=info)
+            return
+        pos, step = end, step * 2
 
 
 def _data_end(resp, offset: int) -> int | None:

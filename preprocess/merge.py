@@ -1,11 +1,12 @@
 """``python -m preprocess merge PART_DIR ... --out DIR``: join the parts of a multi-machine build.
 
-Each part was built with ``--part I/N`` and the same ``--tokenizer`` and options, so every document
-of the input is in exactly one part, in the split its hash gives it. Merging renumbers the parts'
-shards in part order (train shards of part 1, then of part 2, ...; the same for val), leaves their
-bytes untouched (checksums carry over), and writes one manifest with the inputs, counts and skips of
-all parts. The result holds exactly the documents a single-machine build would (in another order:
-part 1's files first). Shards are hard-linked when OUT is on the parts' filesystem, else copied.
+Each part was built with ``--part I/N`` and the same ``--tokenizer`` and options, so each read of
+the one plan (``plan.json``, the same in every part) is in exactly one part, and every document in
+the split its hash gives it. Merging renumbers the parts' shards in part order (train shards of part
+1, then of part 2, ...; the same for val), leaves their bytes untouched (checksums carry over), and
+writes one manifest with the inputs, counts, per-source rows and skips of all parts. The result
+holds exactly the documents a single-machine build of the same plan would (in another order: part
+1's files first). Shards are hard-linked when OUT is on the parts' filesystem, else copied.
 """
 from __future__ import annotations
 
@@ -17,11 +18,16 @@ from pathlib import Path
 
 import shards
 from preprocess.options import OptionError, differences, parse_part
+from preprocess.plan import PLAN_NAME
 from preprocess.state import clear_output
 
 
 class MergeError(Exception):
     """Parts that cannot be merged; the message says why and what to do."""
+
+
+# per-source counts that add up across parts (files: each part plans and reads its own share)
+_SUMMED = ("files_planned", "files_opened", "files_finished", "files_bad", "documents", "tokens")
 
 
 def _load_parts(part_dirs: list[str]) -> list[tuple[Path, dict]]:
@@ -43,6 +49,9 @@ def _load_parts(part_dirs: list[str]) -> list[tuple[Path, dict]]:
         if diff:
             raise MergeError(f"{d} was built with other options than {first_dir}: " + "; ".join(diff)
                              + ". Rebuild the odd part with the same options")
+        if (m.get("plan") or {}).get("sha256") != (first.get("plan") or {}).get("sha256"):
+            raise MergeError(f"{d} was built from another plan than {first_dir} (its {PLAN_NAME} differs: other "
+                             f"input files or sizes); rebuild the odd part from the same input list")
     numbers = sorted(parse_part(m["options"]["part"]) for _, m in parts)
     n = numbers[0][1]
     if any(total != n for _, total in numbers):
@@ -81,6 +90,8 @@ def merge(part_dirs: list[str], out: str | os.PathLike, overwrite: bool = False)
     clear_output(out)
     first_dir, first = parts[0]
     _place(first_dir / shards.TOKENIZER_NAME, out / shards.TOKENIZER_NAME)
+    if (first_dir / PLAN_NAME).exists():
+        _place(first_dir / PLAN_NAME, out / PLAN_NAME)
     entries, next_index = [], {s: 0 for s in shards.SPLITS}
     for split in shards.SPLITS:
         for d, m in parts:
@@ -96,6 +107,21 @@ def merge(part_dirs: list[str], out: str | os.PathLike, overwrite: bool = False)
     for _, m in parts:
         for reason, count in m["skipped"].items():
             skipped[reason] = skipped.get(reason, 0) + count
+    sources: dict[str, dict] = {}
+    for _, m in parts:
+        for row in m.get("sources", []):
+            into = sources.setdefault(row["source"], {**row, **{k: 0 for k in _SUMMED}})
+            for k in _SUMMED:
+                into[k] += row[k]
+    total = sum(t["tokens"] for t in totals.values())
+    for row in sources.values():
+        row["share"] = row["tokens"] / total if total else 0.0
+    record_sources: dict[str, dict] = {}
+    for _, m in parts:
+        for name, c in m.get("record_sources", {}).items():
+            into = record_sources.setdefault(name, {"documents": 0, "tokens": 0})
+            into["documents"] += c["documents"]
+            into["tokens"] += c["tokens"]
     manifest = {
         **{k: first[k] for k in ("format_version", "dtype", "vocab_size", "eot_id", "tokenizer_sha256")},
         "shards": entries,
@@ -103,6 +129,9 @@ def merge(part_dirs: list[str], out: str | os.PathLike, overwrite: bool = False)
         "inputs": [x for _, m in parts for x in m["inputs"]],
         "skipped": dict(sorted(skipped.items())),
         "options": {**first["options"], "part": None},
+        "plan": {**(first.get("plan") or {}), "part": None},
+        "sources": list(sources.values()),
+        "record_sources": dict(sorted(record_sources.items())),
         "merged_from": [{"dir": str(d), "part": m["options"]["part"], "totals": m["totals"]} for d, m in parts],
         "encoder": [m.get("encoder") for _, m in parts],
         "split": first.get("split"),

@@ -21,7 +21,8 @@ resume, the manifest and the summary.
   only, each ``--part I/N`` (a stride of the same read list) reads exactly what a one-machine build
   reads.
 * **The tokenizer sample** is drawn across the sources in their shares (by estimated tokens, or the
-  mix), from up to ``SAMPLE_FILES`` files of each source in its seeded order.
+  mix), from the first files of each source in its seeded order: as many as its quota needs by the
+  sizes alone (those the main pass reads first), at most ``SAMPLE_FILES``.
 
 ``--mix``: ``SOURCE=W`` pairs, each ``W`` the share of ``--max-tokens`` that source gets. The shares
 must add up to at most 1; what they leave (``1 - sum``) goes to the unnamed sources in proportion to
@@ -44,8 +45,12 @@ from preprocess.errors import BadInputFile, CorruptStream
 
 PLAN_NAME = "plan.json"
 PLAN_VERSION = 1
-MEASURE_BYTES = 4 << 20  # bytes on disk of each source read to measure its tokens per byte
-SAMPLE_FILES = 8         # files of each source the tokenizer sample is spread over (more when they are short)
+# Bytes on disk of each source read to measure its tokens per byte: MEASURE_SHARE of the source,
+# at least MEASURE_MIN and at most MEASURE_BYTES (4 MB of a Dolma source: a few seconds in all).
+MEASURE_BYTES = 4 << 20
+MEASURE_MIN = 16 << 10
+MEASURE_SHARE = 0.01
+SAMPLE_FILES = 8  # files of each source the tokenizer sample is spread over at most (more when they are short)
 # Tokens per byte on disk assumed before a source is measured (a 32k byte-level BPE on English web text:
 # about 4.2 bytes of text per token; Dolma-style JSON adds ~15%; gzip and zstd shrink it about 3.5x).
 PRIOR_TOKENS_PER_BYTE = {"jsonl": 0.21, "jsonl.gz": 0.72, "jsonl.zst": 0.76, "parquet": 0.6, "txt": 0.24}
@@ -189,6 +194,7 @@ class Plan:
     mix: dict[str, float] | None = None
     source_pattern: str | None = None
     bad: dict[int, str] = field(default_factory=dict)  # inputs that could not be sized: index -> error
+    sample: list[list] = field(default_factory=list)   # [source, bytes of text, files] of the tokenizer sample
     reads: list[list] | None = None   # [input index, token budget or None], in read order; None until measured
     version: int = PLAN_VERSION
 
@@ -234,6 +240,7 @@ class Plan:
         else:
             plan.reads = [[i, None] for i in range(len(inputs)) if i not in bad]
         plan._estimate({})
+        plan.sample = plan._sample()
         return plan
 
     @property
@@ -309,14 +316,31 @@ class Plan:
     def source_of_input(self) -> dict[int, str]:
         return {i: s.name for s in self.sources for i in s.files}
 
-    def sample_budgets(self) -> list[tuple[Source, int]]:
-        """Bytes of text the tokenizer sample takes from each source: the sample size split by the
-        sources' targets (their shares of the output, or of the input for a plain build)."""
+    def _sample(self) -> list[list]:
+        """[source, bytes of text, files to spread them over] of the tokenizer sample: the sample size
+        split by the sources' targets (their shares of the output, or of the input for a plain build),
+        each over the files its quota needs by the sizes alone (at most SAMPLE_FILES)."""
         weights = [(s, s.target if s.target is not None else 0.0) for s in self.sources]
         if not any(w for _, w in weights):  # sizes unknown: equal shares
             weights = [(s, 1.0) for s in self.sources]
         total = sum(w for _, w in weights)
-        return [(s, int(self.sample_bytes * w / total)) for s, w in weights if w > 0]
+        out = []
+        for s, w in weights:
+            if w <= 0:
+                continue
+            n = SAMPLE_FILES
+            if self.sampled and s.quota is not None:
+                rate, used, n = self._rate(s), 0.0, 0
+                while n < len(s.files) and used < s.quota:
+                    used += self._size(s.files[n]) * rate
+                    n += 1
+            out.append([s.name, int(self.sample_bytes * w / total), max(1, min(n, SAMPLE_FILES))])
+        return out
+
+    def sample_budgets(self) -> list[tuple[Source, int, int]]:
+        """(source, bytes of text, files to spread them over) of the tokenizer sample."""
+        by_name = {s.name: s for s in self.sources}
+        return [(by_name[name], budget, n) for name, budget, n in self.sample]
 
     # -- saving --------------------------------------------------------------------------------------
 
@@ -339,7 +363,7 @@ class Plan:
         """What the plan is computed from and decides before any document is read (mode, inputs with
         their sizes, sources and their file orders): a resumed build must find the same."""
         return {"mode": self.mode, "seed": self.seed, "max_tokens": self.max_tokens, "mix": self.mix,
-                "source_pattern": self.source_pattern, "inputs": self.inputs,
+                "source_pattern": self.source_pattern, "inputs": self.inputs, "sample_bytes": self.sample_bytes,
                 "sources": [[s.name, s.files] for s in self.sources], "bad": sorted(self.bad)}
 
     def sha256(self) -> str:
@@ -389,12 +413,11 @@ def load(out: Path) -> Plan | None:
 def sample_texts(plan: Plan, inputs: list[readers.InputFile], text_field: str, txt_blocks: bool,
                  repair: Callable[[str], str]) -> Iterator[str]:
     """The tokenizer sample: each source's share of ``plan.sample_bytes`` of document text (UTF-8
-    bytes, repaired), spread over up to SAMPLE_FILES of its files in its seeded order (what a short
-    file cannot give passes on to the next one), sources in plan order, the last document of each
-    cut. A bad file gives what it gave and the sample goes on: the main pass reports it."""
-    for source, budget in plan.sample_budgets():
+    bytes, repaired), spread over the first files of its seeded order that the plan names (what a
+    short file cannot give passes on to the next one), sources in plan order, the last document of
+    each cut. A bad file gives what it gave and the sample goes on: the main pass reports it."""
+    for source, budget, spread in plan.sample_budgets():
         files = source.files
-        spread = min(len(files), SAMPLE_FILES)
         taken = 0
         for n, i in enumerate(files):
             if taken >= budget:
@@ -403,7 +426,7 @@ def sample_texts(plan: Plan, inputs: list[readers.InputFile], text_field: str, t
             share = (budget - taken) // max(1, spread - n) if n < spread else budget - taken
             got = 0
             try:
-                for item in readers.read_records(inputs[i], text_field, txt_blocks):
+                for item in readers.read_records(inputs[i], text_field, txt_blocks, early_stop=True):
                     if type(item) is not readers.Record:
                         continue
                     text = repair(item.text)
@@ -424,18 +447,20 @@ def sample_texts(plan: Plan, inputs: list[readers.InputFile], text_field: str, t
 def measure(plan: Plan, inputs: list[readers.InputFile], encode: Callable[[list[str]], list[int]],
             text_field: str, txt_blocks: bool, skipped: dict[int, str] | None = None,
             ) -> dict[str, tuple[float, int]]:
-    """Tokens per byte on disk of every source, on its first MEASURE_BYTES (whole files while they fit,
-    then the start of one more), in its seeded order: source -> (tokens per byte, bytes measured).
+    """Tokens per byte on disk of every source, on its first bytes in its seeded order (whole files
+    while they fit, then the start of one more; MEASURE_SHARE of the source, within MEASURE_MIN and
+    MEASURE_BYTES): source -> (tokens per byte, bytes measured).
 
     ``encode(texts)`` gives each text's token count; a separator per document is counted, as the
     shards hold one. A file that cannot be read is passed over (and noted in ``skipped``)."""
     rates = {}
     for s in plan.sources:
         tokens = used = 0.0
+        limit = min(MEASURE_BYTES, max(MEASURE_MIN, int(MEASURE_SHARE * (s.bytes or 0))))
         for i in s.files:
-            if used >= MEASURE_BYTES:
+            if used >= limit:
                 break
-            want = min(inputs[i].size, int(MEASURE_BYTES - used))
+            want = min(inputs[i].size, int(limit - used))
             try:
                 t, b = _measure_file(inputs[i], want, encode, text_field, txt_blocks)
             except BadInputFile as e:
@@ -551,7 +576,7 @@ def describe(plan: Plan, part: tuple[int, int] | None = None) -> str:
         priors = sorted({f"{PRIOR_TOKENS_PER_BYTE[x[1]]} for {x[1]}" for x in plan.inputs
                          if x[1] in PRIOR_TOKENS_PER_BYTE})
         lines.append(f"  ~ assumed tokens per byte on disk ({', '.join(priors)}); the build measures each source "
-                     f"on its first {MEASURE_BYTES >> 20} MB with its tokenizer and sets the quotas from that")
+                     f"on its first bytes (up to {MEASURE_BYTES >> 20} MB) with its tokenizer and sets the quotas from that")
     short = [s for s in plan.sources if plan.sampled and s.quota is not None and s.est_tokens is not None
              and s.quota < round(plan.max_tokens * s.target)]
     for s in short:

@@ -376,8 +376,12 @@ def _counted(chunks: Iterable[bytes], on_bytes: Callable[[int], None]) -> Iterat
         yield chunk
 
 
-def _source(inp: InputFile, retry: http.Retry | None, on_bytes, info: dict) -> Iterator[bytes]:
-    raw = http.stream(inp.path, retry=retry, info=info) if is_url(inp.path) else _file_chunks(inp.path)
+def _source(inp: InputFile, retry: http.Retry | None, on_bytes, info: dict, early_stop: bool) -> Iterator[bytes]:
+    if is_url(inp.path):
+        raw = (http.stream_growing(inp.path, retry, info=info) if early_stop
+               else http.stream(inp.path, retry=retry, info=info))
+    else:
+        raw = _file_chunks(inp.path)
     return _counted(raw, on_bytes) if on_bytes is not None else raw
 
 
@@ -391,12 +395,13 @@ def decompressed(chunks: Iterable[bytes], kind: str) -> Iterator[bytes]:
 
 
 def byte_chunks(inp: InputFile, retry: http.Retry | None = None, on_bytes: Callable[[int], None] | None = None,
-                members: bool = False) -> Iterator[bytes | _MemberEnd]:
+                members: bool = False, early_stop: bool = False) -> Iterator[bytes | _MemberEnd]:
     """The decompressed bytes of a local or HTTP input, in chunks; ``on_bytes(n)`` is told of every
     ``n`` bytes read from the source (compressed bytes: what a progress bar over file sizes counts).
-    With ``members``, ``MEMBER_END`` follows every gzip member or zstd frame that passed its check."""
+    With ``members``, ``MEMBER_END`` follows every gzip member or zstd frame that passed its check.
+    ``early_stop``: the reader may stop long before the end, so a URL is fetched in growing ranges."""
     info: dict = {}
-    raw = _source(inp, retry, on_bytes, info)
+    raw = _source(inp, retry, on_bytes, info, early_stop)
     if inp.kind == "jsonl.gz":
         out = _gunzip(_checked_start(raw, inp.kind, info, is_url(inp.path)))
     elif inp.kind == "jsonl.zst":
@@ -468,7 +473,7 @@ def _refuse_json_array(chunks: Iterable[bytes], path: str) -> Iterator[bytes]:
 
 def line_chunks(inp: InputFile, size: int = 1 << 20, skip_bytes: int = 0, first_line: int = 0,
                 retry: http.Retry | None = None, on_bytes: Callable[[int], None] | None = None,
-                ) -> Iterator[tuple[bytes, int, bool]]:
+                early_stop: bool = False) -> Iterator[tuple[bytes, int, bool]]:
     """The decompressed bytes of a JSONL input (a kind in LINE_KINDS) as ``(chunk, newlines, verified)``
     pieces of whole lines, each about ``size`` bytes (longer when one line is); only the last may end
     without a newline. :func:`parse_lines` turns a chunk into the items :func:`read_records` would yield.
@@ -491,7 +496,7 @@ def line_chunks(inp: InputFile, size: int = 1 << 20, skip_bytes: int = 0, first_
     has_newline = False  # whether `pending` holds a line end
     seen = 0             # decompressed bytes of the stream so far
     try:
-        source = byte_chunks(inp, retry, on_bytes, members=True)
+        source = byte_chunks(inp, retry, on_bytes, members=True, early_stop=early_stop)
         for data in (source if skip_bytes else _refuse_json_array(source, inp.path)):
             if data is MEMBER_END:
                 if to_skip:
@@ -731,11 +736,12 @@ def _check_str(text: str, line: int) -> Record | Skipped:
 
 def read_records(inp: InputFile, text_field: str = "text", txt_blocks: bool = False,
                  retry: http.Retry | None = None, on_bytes: Callable[[int], None] | None = None,
-                 ) -> Iterator[Record | Skipped]:
+                 early_stop: bool = False) -> Iterator[Record | Skipped]:
     """Yield every document of ``inp`` in file order, one at a time, and a ``Skipped`` per bad record.
 
     ``retry`` (a ``preprocess.http.Retry``) tunes retries for URLs; None uses the defaults.
-    ``on_bytes(n)`` is called as the source's bytes are read (JSONL and text inputs). Raises
+    ``on_bytes(n)`` is called as the source's bytes are read (JSONL and text inputs). ``early_stop``:
+    the caller may stop long before the end (a URL is then fetched in growing ranges). Raises
     ``BadInputFile`` when the input as a whole cannot be read, after the records before the damage.
     """
     if inp.kind == "hf":
@@ -746,7 +752,9 @@ def read_records(inp: InputFile, text_field: str = "text", txt_blocks: bool = Fa
         return
     if inp.kind in LINE_KINDS:  # the lines the build's workers parse, parsed here the same way
         line = 0
-        for chunk, newlines, _ in line_chunks(inp, retry=retry, on_bytes=on_bytes):
+        # a reader that may stop early takes small chunks, so that it does not read far past its need
+        size = 1 << 16 if early_stop else 1 << 20
+        for chunk, newlines, _ in line_chunks(inp, size, retry=retry, on_bytes=on_bytes, early_stop=early_stop):
             yield from parse_lines(chunk, line, text_field)
             line += newlines
         return
@@ -757,7 +765,7 @@ def read_records(inp: InputFile, text_field: str = "text", txt_blocks: bool = Fa
             seen[0] += len(chunk)
             yield chunk
     try:
-        chunks = sized(byte_chunks(inp, retry, on_bytes))
+        chunks = sized(byte_chunks(inp, retry, on_bytes, early_stop=early_stop))
         for item in _txt_blocks(chunks) if txt_blocks else _txt_whole(chunks):
             last = item.line
             yield item

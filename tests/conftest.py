@@ -1,14 +1,32 @@
-"""Shared fixtures: tiny dataset directories built through the real tokenizer and shard writer."""
+"""Shared fixtures and helpers: tiny dataset directories built through the real tokenizer and shard
+writer; small corpora and builds through the real `python -m preprocess`; a Dolma-style corpus of
+several sources served over HTTP on 127.0.0.1; the tools loaded as modules."""
 from __future__ import annotations
 
+import collections
+import gzip
 import hashlib
+import importlib.util
+import io
+import json
+import random
 import shutil
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from tokenizers import Tokenizer
 
 import shards
 import tokenizer as tk
+from preprocess import http
+from preprocess.readers import Record
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Small, varied English-like text so a BPE of a few hundred tokens has something to learn.
 _WORDS = ("the model reads tokens from shards and learns to predict the next one while the loss "
@@ -75,3 +93,295 @@ def copy_dataset(tmp_path, tiny_dataset):
         shutil.copytree(tiny_dataset, dst)
         return dst
     return _copy
+
+
+# ---------------------------------------------------------------------------------------------------
+# corpora and builds through `python -m preprocess`
+
+# Small and fast: a 300-token vocabulary and shards of a few hundred tokens, so every build writes
+# several shards per split.
+FAST = ["--vocab-size", "300", "--shard-tokens", "400", "--val-fraction", "0.2", "--quiet"]
+
+
+def write_jsonl_gz(path: Path, records: list, tail: bytes = b"") -> Path:
+    lines = b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in records)
+    path.write_bytes(gzip.compress(lines + tail, mtime=0))
+    return path
+
+
+def make_corpus(root: Path, n_files: int = 3, docs_per_file: int = 40, seed: int = 0) -> list[str]:
+    """``n_files`` Dolma-style .json.gz files of distinct documents; returns every text in stream order."""
+    root.mkdir(parents=True, exist_ok=True)
+    texts = sample_texts(n_files * docs_per_file, seed=seed)
+    for f in range(n_files):
+        chunk = texts[f * docs_per_file:(f + 1) * docs_per_file]
+        write_jsonl_gz(root / f"part_{f:02d}.json.gz",
+                       [{"id": f"s{seed}-{f}-{i}", "text": t, "source": "test"} for i, t in enumerate(chunk)])
+    return texts
+
+
+def file_hashes(directory: Path) -> dict[str, str]:
+    """sha256 of every file of a dataset directory (hidden build/corpus folders aside)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(directory).iterdir()) if p.is_file()}
+
+
+def decoded_documents(directory: Path) -> dict[str, collections.Counter]:
+    """Every document in the shards, decoded with HF tokenizers, counted per split."""
+    m = shards.load_manifest(directory)
+    tok = Tokenizer.from_file(str(Path(directory) / shards.TOKENIZER_NAME))
+    out = {s: collections.Counter() for s in shards.SPLITS}
+    for entry in m["shards"]:
+        for doc in shards.iter_documents(directory, entry, m["dtype"]):
+            out[entry["split"]][tok.decode(doc.tolist(), skip_special_tokens=False)] += 1
+    return out
+
+
+def assert_nothing_lost(directory: Path, good: list[str], maybe: tuple[str, ...] = ()) -> None:
+    """Every good document is in the shards exactly once, and nothing else is (the --expected idea of
+    check_dataset.py: ``maybe`` documents may or may not be there)."""
+    docs = decoded_documents(directory)
+    seen = docs["train"] + docs["val"]
+    want = collections.Counter(good)  # a text the input holds twice must be there twice
+    lost = want - seen
+    assert not lost, f"{sum(lost.values())} good documents lost, e.g. {next(iter(lost))[:80]!r}"
+    extra = seen - want
+    for t in maybe:
+        if extra[t] <= 1:
+            extra.pop(t, None)
+    assert not extra, f"{sum(extra.values())} unexpected or duplicated documents, e.g. {next(iter(extra))[:80]!r}"
+    assert shards.verify_dataset(directory, tk.fingerprint(Path(directory) / shards.TOKENIZER_NAME)) == []
+
+
+def build(corpus: Path, out: Path, *extra: str) -> int:
+    from preprocess.cli import main
+    return main(["--input", str(corpus), "--out", str(out), *FAST, *extra])
+
+
+# ---------------------------------------------------------------------------------------------------
+# an HTTP server with faults: cut connections, ignored ranges, 404
+
+FAST_RETRY = http.Retry(attempts=3, backoff_s=0.01, timeout_s=5)
+N_DOCS = 3000
+DOCS = [{"id": i, "text": f"document {i}: " + "lorem ipsum " * (i % 7)} for i in range(N_DOCS)]
+JSONL = b"".join(json.dumps(d).encode() + b"\n" for d in DOCS)
+EXPECTED = [Record(d["text"], str(d["id"]), d["id"] + 1) for d in DOCS]
+
+
+def _parquet_bytes() -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["x", "y", "z"]}), buf, row_group_size=2)
+    return buf.getvalue()
+
+
+FILES = {"docs.json.gz": gzip.compress(JSONL, mtime=0), "docs.jsonl": JSONL, "t.parquet": _parquet_bytes()}
+
+
+class FlakyHandler(BaseHTTPRequestHandler):
+    """Serves FILES under a mode prefix: /ok/, /cut-once/ (the first response stops half-way),
+    /always-cut/ (no response goes past the middle of the file), /no-range/ (ignores Range and cuts
+    the first response), anything else 404. Range requests get 206 with Content-Range."""
+
+    def do_GET(self):
+        mode, _, name = self.path.lstrip("/").partition("/")
+        data = FILES.get(name)
+        self.server.log.append((self.path, self.headers.get("Range")))
+        if data is None or mode not in ("ok", "cut-once", "always-cut", "no-range"):
+            self.send_error(404)
+            return
+        start, end = 0, len(data)
+        rng = self.headers.get("Range")
+        if rng and mode != "no-range":
+            first, _, last = rng.removeprefix("bytes=").partition("-")
+            start, end = int(first), (int(last) + 1 if last else len(data))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(end - start))
+        self.send_header("ETag", '"v1"')
+        self.end_headers()
+        stop = end
+        first_request = sum(1 for p, _ in self.server.log if p == self.path) == 1
+        if mode in ("cut-once", "no-range") and first_request:
+            stop = start + (end - start) // 2
+        elif mode == "always-cut":
+            stop = min(end, len(data) // 2)
+        self.wfile.write(data[start:stop])  # then the connection closes (HTTP/1.0): a cut when stop < end
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    """Serves FILES with the faults FlakyHandler describes; ``url(path)`` names them."""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), FlakyHandler)
+    srv.log = []
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def url(server):
+    server.log.clear()
+    return lambda path: f"http://127.0.0.1:{server.server_address[1]}/{path}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# a Dolma-style corpus: sources of very different sizes, files named and sorted like Dolma's
+
+# source, files, documents per file, words per document, the records' own "source" field
+DOLMA_LIKE = (
+    ("algebraic-stack-train", 2, 360, (80, 200), "redpajama/algebraic-stack"),
+    ("arxiv", 3, 280, (150, 400), "redpajama/arxiv"),
+    ("books", 1, 72, (1500, 3000), "gutenberg"),
+    ("c4", 4, 800, (40, 120), "c4"),
+    ("cc_en_head", 12, 960, (60, 200), "common-crawl/head"),
+    ("wiki", 1, 480, (50, 150), "wikipedia"),
+)
+_COMMON = ("the of and to in a is that for it as with was on be by this are from at or an which "
+           "have not but all they one were had has their more can been there when who will").split()
+
+
+def signature_words(source: str, n: int = 24) -> list[str]:
+    """Made-up words only ``source`` uses, most frequent first (no other source shares a letter pair
+    with them often enough to matter: each is drawn from its own seeded generator)."""
+    rng = random.Random(f"words:{source}")
+    words: list[str] = []
+    while len(words) < n:
+        w = "".join(rng.choice("bcdfghjklmnpqrstvwxz") + rng.choice("aeiouy") for _ in range(rng.randint(3, 4)))
+        if w not in words:
+            words.append(w)
+    return words
+
+
+def dolma_like_corpus(root: Path) -> dict:
+    """Write the DOLMA_LIKE corpus under ``root`` as ``SOURCE-NNNN.json.gz`` files with Dolma's record
+    fields. Returns {source: {"files": [paths], "texts": [texts in file order], "field": ...}}."""
+    root.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for source, n_files, docs, (lo, hi), field in DOLMA_LIKE:
+        rng = random.Random(f"docs:{source}")
+        words = signature_words(source)
+        weights = [1 / (r + 1) for r in range(len(words))]  # Zipf: the first words are the most frequent
+        paths, texts = [], []
+        for f in range(n_files):
+            records = []
+            for d in range(docs + rng.randint(-docs // 4, docs // 4)):
+                n = rng.randint(lo, hi)
+                own, common = rng.choices(words, weights, k=n), rng.choices(_COMMON, k=n)
+                body = [w if r < 0.6 else c for w, c, r in zip(own, common, [rng.random() for _ in range(n)])]
+                text = " ".join(body).capitalize() + "."
+                texts.append(text)
+                records.append({"id": f"{source}-{f:04d}-{d}", "text": text, "source": field,
+                                "added": "2024-04-01T00:00:00Z", "created": "2023-01-01T00:00:00Z",
+                                "metadata": {"length": len(text)}})
+            path = root / f"{source}-{f:04d}.json.gz"
+            write_jsonl_gz(path, records)
+            paths.append(path)
+        out[source] = {"files": paths, "texts": texts, "field": field}
+    return out
+
+
+class StaticHandler(BaseHTTPRequestHandler):
+    """Serves the files of ``server.root`` with HEAD, GET and Range; records every request and counts
+    the body bytes it sends, written in small pieces to a small send buffer, so a client that stops
+    reading is not counted as having been sent the whole file. ``server.missing`` names files that
+    answer 404."""
+
+    protocol_version = "HTTP/1.0"
+
+    def _file(self) -> bytes | None:
+        name = self.path.lstrip("/")
+        path = self.server.root / name
+        if name in self.server.missing or not path.is_file():
+            self.send_error(404)
+            return None
+        return path.read_bytes()
+
+    def do_HEAD(self):
+        self.server.log.append(("HEAD", self.path, None))
+        data = self._file()
+        if data is None:
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+
+    def do_GET(self):
+        rng = self.headers.get("Range")
+        self.server.log.append(("GET", self.path, rng))
+        data = self._file()
+        if data is None:
+            return
+        start, end = 0, len(data)
+        if rng:
+            first, _, last = rng.removeprefix("bytes=").partition("-")
+            start, end = int(first), min(len(data), int(last) + 1 if last else len(data))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(end - start))
+        self.send_header("ETag", '"v1"')
+        self.end_headers()
+        try:
+            for pos in range(start, end, 8192):
+                piece = data[pos:min(end, pos + 8192)]
+                self.wfile.write(piece)
+                with self.server.lock:
+                    self.server.sent += len(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+class _SmallBufferServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        super().server_bind()
+
+    def get_request(self):
+        conn, addr = super().get_request()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        return conn, addr
+
+
+@pytest.fixture
+def static_server():
+    """A server for files under ``srv.root`` (set it); ``srv.url(name)``, ``srv.sent``, ``srv.log``."""
+    srv = _SmallBufferServer(("127.0.0.1", 0), StaticHandler)
+    srv.root, srv.missing, srv.log, srv.sent, srv.lock = None, set(), [], 0, threading.Lock()
+    srv.url = lambda name: f"http://127.0.0.1:{srv.server_address[1]}/{name}"
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(scope="session")
+def dolma_like(tmp_path_factory) -> tuple[Path, dict]:
+    """The DOLMA_LIKE corpus, written once: (its directory, what dolma_like_corpus returns)."""
+    root = tmp_path_factory.mktemp("dolma") / "v1_7"
+    return root, dolma_like_corpus(root)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the tools
+
+def load_tool(name: str):
+    """``tools/NAME.py`` as a module (the tools are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -17,66 +17,8 @@ import tokenizer as tk
 from preprocess.encode import split_is_val
 from preprocess.cli import main
 from preprocess.options import OptionError, parse_count, parse_part, select_part
-from tests.conftest import sample_texts
-
-# Small and fast: a 300-token vocabulary and shards of a few hundred tokens, so every build writes
-# several shards per split.
-FAST = ["--vocab-size", "300", "--shard-tokens", "400", "--val-fraction", "0.2", "--quiet"]
-
-
-def write_jsonl_gz(path: Path, records: list, tail: bytes = b"") -> Path:
-    lines = b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in records)
-    path.write_bytes(gzip.compress(lines + tail, mtime=0))
-    return path
-
-
-def make_corpus(root: Path, n_files: int = 3, docs_per_file: int = 40, seed: int = 0) -> list[str]:
-    """``n_files`` Dolma-style .json.gz files of distinct documents; returns every text in stream order."""
-    root.mkdir(parents=True, exist_ok=True)
-    texts = sample_texts(n_files * docs_per_file, seed=seed)
-    for f in range(n_files):
-        chunk = texts[f * docs_per_file:(f + 1) * docs_per_file]
-        write_jsonl_gz(root / f"part_{f:02d}.json.gz",
-                       [{"id": f"s{seed}-{f}-{i}", "text": t, "source": "test"} for i, t in enumerate(chunk)])
-    return texts
-
-
-def file_hashes(directory: Path) -> dict[str, str]:
-    """sha256 of every file of a dataset directory (hidden build/corpus folders aside)."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(directory).iterdir()) if p.is_file()}
-
-
-def decoded_documents(directory: Path) -> dict[str, collections.Counter]:
-    """Every document in the shards, decoded with HF tokenizers, counted per split."""
-    m = shards.load_manifest(directory)
-    tok = Tokenizer.from_file(str(Path(directory) / shards.TOKENIZER_NAME))
-    out = {s: collections.Counter() for s in shards.SPLITS}
-    for entry in m["shards"]:
-        for doc in shards.iter_documents(directory, entry, m["dtype"]):
-            out[entry["split"]][tok.decode(doc.tolist(), skip_special_tokens=False)] += 1
-    return out
-
-
-def assert_nothing_lost(directory: Path, good: list[str], maybe: tuple[str, ...] = ()) -> None:
-    """Every good document is in the shards exactly once, and nothing else is (the --expected idea of
-    check_dataset.py: ``maybe`` documents may or may not be there)."""
-    docs = decoded_documents(directory)
-    seen = docs["train"] + docs["val"]
-    want = collections.Counter(good)  # a text the input holds twice must be there twice
-    lost = want - seen
-    assert not lost, f"{sum(lost.values())} good documents lost, e.g. {next(iter(lost))[:80]!r}"
-    extra = seen - want
-    for t in maybe:
-        if extra[t] <= 1:
-            extra.pop(t, None)
-    assert not extra, f"{sum(extra.values())} unexpected or duplicated documents, e.g. {next(iter(extra))[:80]!r}"
-    assert shards.verify_dataset(directory, tk.fingerprint(Path(directory) / shards.TOKENIZER_NAME)) == []
-
-
-def build(corpus: Path, out: Path, *extra: str) -> int:
-    return main(["--input", str(corpus), "--out", str(out), *FAST, *extra])
-
+from tests.conftest import (FAST, assert_nothing_lost, build, decoded_documents, file_hashes, make_corpus, sample_texts,
+                            write_jsonl_gz)
 
 # ---------------------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import shards
 import tokenizer as tk
 from preprocess.cli import main
 from preprocess.default_corpus import default_corpus_dir
-from tests.test_build import assert_nothing_lost
+from tests.conftest import assert_nothing_lost
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import shards
-from tests.test_build import FAST, build, file_hashes, make_corpus
+from tests.conftest import FAST, build, file_hashes, make_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 

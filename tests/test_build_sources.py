@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import shards
-from tests.test_http import DOCS, FILES, server, url  # noqa: F401  (fixtures)
+from tests.conftest import DOCS, FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def test_a_download_that_keeps_failing_keeps_what_can_be_trusted(tmp_path, url, 
 
     from preprocess import http
     from preprocess.cli import main
-    from tests.test_build import assert_nothing_lost
+    from tests.conftest import assert_nothing_lost
 
     @dataclass(frozen=True)
     class Quick(http.Retry):  # the real retry loop, without its seconds of back-off

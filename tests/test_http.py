@@ -1,86 +1,13 @@
 """HTTP inputs against a real server on 127.0.0.1: streaming, resume after a cut, give-up, 404."""
 from __future__ import annotations
 
-import gzip
-import io
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from preprocess import http
 from preprocess.readers import BadInputFile, Record, probe, read_records, resolve_inputs
+from tests.conftest import EXPECTED, FAST_RETRY, FILES, JSONL, N_DOCS
 
-FAST = http.Retry(attempts=3, backoff_s=0.01, timeout_s=5)
-N_DOCS = 3000
-DOCS = [{"id": i, "text": f"document {i}: " + "lorem ipsum " * (i % 7)} for i in range(N_DOCS)]
-JSONL = b"".join(json.dumps(d).encode() + b"\n" for d in DOCS)
-EXPECTED = [Record(d["text"], str(d["id"]), d["id"] + 1) for d in DOCS]
-
-
-def _parquet_bytes() -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["x", "y", "z"]}), buf, row_group_size=2)
-    return buf.getvalue()
-
-
-FILES = {"docs.json.gz": gzip.compress(JSONL, mtime=0), "docs.jsonl": JSONL, "t.parquet": _parquet_bytes()}
-
-
-class Handler(BaseHTTPRequestHandler):
-    """Serves FILES under a mode prefix: /ok/, /cut-once/ (the first response stops half-way),
-    /always-cut/ (no response goes past the middle of the file), /no-range/ (ignores Range and cuts
-    the first response), anything else 404. Range requests get 206 with Content-Range."""
-
-    def do_GET(self):
-        mode, _, name = self.path.lstrip("/").partition("/")
-        data = FILES.get(name)
-        self.server.log.append((self.path, self.headers.get("Range")))
-        if data is None or mode not in ("ok", "cut-once", "always-cut", "no-range"):
-            self.send_error(404)
-            return
-        start, end = 0, len(data)
-        rng = self.headers.get("Range")
-        if rng and mode != "no-range":
-            first, _, last = rng.removeprefix("bytes=").partition("-")
-            start, end = int(first), (int(last) + 1 if last else len(data))
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(end - start))
-        self.send_header("ETag", '"v1"')
-        self.end_headers()
-        stop = end
-        first_request = sum(1 for p, _ in self.server.log if p == self.path) == 1
-        if mode in ("cut-once", "no-range") and first_request:
-            stop = start + (end - start) // 2
-        elif mode == "always-cut":
-            stop = min(end, len(data) // 2)
-        self.wfile.write(data[start:stop])  # then the connection closes (HTTP/1.0): a cut when stop < end
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.log = []
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
-@pytest.fixture
-def url(server):
-    server.log.clear()
-    return lambda path: f"http://127.0.0.1:{server.server_address[1]}/{path}"
+FAST = FAST_RETRY
 
 
 def read_url(u: str, **kw) -> list:

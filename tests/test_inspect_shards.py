@@ -1,7 +1,6 @@
 """tools/inspect_shards.py on the tiny dataset: summary, verify (each kind of damage), decode, stats."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,16 +11,9 @@ import pytest
 
 import shards
 import tokenizer as tk
-from tests.conftest import sample_texts
+from tests.conftest import load_tool, sample_texts
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tools_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 inspect_shards = load_tool("inspect_shards")

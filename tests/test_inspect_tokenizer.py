@@ -5,7 +5,7 @@ import json
 
 import shards
 import tokenizer as tk
-from tests.test_inspect_shards import load_tool
+from tests.conftest import load_tool
 
 inspect_tokenizer = load_tool("inspect_tokenizer")
 

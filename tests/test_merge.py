@@ -7,7 +7,7 @@ import shards
 import tokenizer as tk
 from preprocess.cli import main
 from tests.conftest import sample_texts
-from tests.test_build import FAST, assert_nothing_lost, decoded_documents, make_corpus
+from tests.conftest import FAST, assert_nothing_lost, decoded_documents, make_corpus
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from tests.test_inspect_shards import load_tool
+from tests.conftest import load_tool
 
 plot_run = load_tool("plot_run")
 
