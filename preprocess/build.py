@@ -100,8 +100,8 @@ class Builder:
             inputs = readers.resolve_inputs(list(o.inputs), o.input_list, note=self.log)
             if not inputs:
                 raise ValueError(f"no input files in {o.input_list or o.inputs}")
-            if o.fallback_input:  # is the input there at all? (--skip-bad-files copes with any one bad file)
-                readers.probe(inputs[0], o.text_field)
+            if o.fallback_input:
+                self._probe(inputs)
             return inputs, {"source": "input"}
         except (BadInputFile, OSError, ValueError) as e:
             if not o.fallback_input:
@@ -114,6 +114,18 @@ class Builder:
                 raise BuildError(f"neither the input ({e}) nor --fallback-input {o.fallback_input} ({e2}) "
                                  f"can be read") from None
             return inputs, {"source": "fallback", "fallback_input": o.fallback_input, "primary_error": str(e)}
+
+    def _probe(self, inputs, tries: int = 3) -> None:
+        """Is the input there at all (for --fallback-input)? One of its first ``tries`` files must open: a
+        bad file among good ones is the main pass's business (--skip-bad-files), not a reason to build
+        from the fallback."""
+        for inp in inputs[:tries]:
+            try:
+                readers.probe(inp, self.opts.text_field)
+                return
+            except BadInputFile as e:
+                error = e
+        raise error
 
     def make_plan(self, inputs: list[readers.InputFile]) -> tuple[plans.Plan, list[readers.InputFile]]:
         """The plan's fixed part for these inputs (URLs sized by HEAD), and the inputs with their sizes."""
@@ -677,6 +689,10 @@ class MainPass:
         stats["status"] = f"bad: {e.problem}"
         dropped = (f"; the {rolled:,} documents read after its last verified point (inside a compressed member whose "
                    f"checksum was never reached or failed) are not kept" if rolled else "")
+        if self.o.tokenizer is None and i in self.plan.sample_inputs():
+            dropped += (". The tokenizer sample read the start of this file before its damage was known, so the "
+                        "tokenizer may hold merges learned from it: for one trained on a repaired copy, replace the "
+                        "file and rerun with --overwrite")
         if not self.o.skip_bad_files:
             self.state.save_pending(self.b.out, self.writers)
             save_state(self.b.out, self.state)

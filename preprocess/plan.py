@@ -337,6 +337,10 @@ class Plan:
             out.append([s.name, int(self.sample_bytes * w / total), max(1, min(n, SAMPLE_FILES))])
         return out
 
+    def sample_inputs(self) -> set[int]:
+        """The inputs the tokenizer sample reads first (it goes further in a source whose files are short)."""
+        return {i for s, _, n in self.sample_budgets() for i in s.files[:n]}
+
     def sample_budgets(self) -> list[tuple[Source, int, int]]:
         """(source, bytes of text, files to spread them over) of the tokenizer sample."""
         by_name = {s.name: s for s in self.sources}

@@ -315,7 +315,7 @@ def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes | _MemberEnd]:
     except inflate.error as e:
         raise CorruptStream(f"corrupt gzip data ({e})") from None
     if not members:
-        raise CorruptStream("empty file: it holds no gzip data at all")
+        raise CorruptStream("is empty: it holds no gzip data at all")
 
 
 def _unzstd(chunks: Iterable[bytes]) -> Iterator[bytes | _MemberEnd]:
@@ -348,7 +348,7 @@ def _unzstd(chunks: Iterable[bytes]) -> Iterator[bytes | _MemberEnd]:
     except zstandard.ZstdError as e:
         raise CorruptStream(f"corrupt zstd data ({e})") from None
     if not frames:
-        raise CorruptStream("empty file: it holds no zstd data at all")
+        raise CorruptStream("is empty: it holds no zstd data at all")
 
 
 def _checked_start(chunks: Iterable[bytes], kind: str, info: dict, url: bool) -> Iterator[bytes]:
@@ -777,6 +777,8 @@ def read_records(inp: InputFile, text_field: str = "text", txt_blocks: bool = Fa
 
 def _unreadable(inp: InputFile, e: Exception, last_line: int) -> BadInputFile:
     """The error for an input whose bytes stop being readable after line ``last_line``."""
+    if isinstance(e, CorruptStream) and str(e).startswith("is empty"):
+        return BadInputFile(inp.path, str(e))
     if isinstance(e, CorruptStream):
         after = f"after line {last_line:,}" if last_line else "before its first record"
         return BadInputFile(inp.path, f"{e}, {after}",

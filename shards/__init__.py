@@ -58,7 +58,7 @@ class DiskFull(DatasetError):
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1e9:,.2f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
+    return f"{n / 1e9:,.2f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} kB"
 
 
 def free_bytes(directory: str | os.PathLike) -> int | None:
