@@ -345,6 +345,7 @@ class StaticHandler(BaseHTTPRequestHandler):
 
 class _SmallBufferServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # a real server's backlog: the planner's 64 HEADs in flight are not refused
 
     def server_bind(self):
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)

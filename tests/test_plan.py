@@ -18,7 +18,8 @@ import shards
 from preprocess import plan as plans
 from preprocess.cli import main
 from preprocess.readers import InputFile
-from tests.conftest import DOLMA_LIKE, ROOT, assert_nothing_lost, decoded_documents, file_hashes, signature_words
+from tests.conftest import (DOLMA_LIKE, ROOT, assert_nothing_lost, decoded_documents, file_hashes, load_tool,
+                            signature_words)
 
 # --- sources ---------------------------------------------------------------------------------------
 
@@ -200,7 +201,7 @@ def _shares(manifest) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_a_sampled_build_of_a_dolma_style_list_holds_its_mix_and_downloads_little_more_than_it_keeps(
-        static_server, dolma_like, tmp_path):
+        static_server, dolma_like, tmp_path, capsys):
     urls, list_bytes = _serve(static_server, dolma_like, tmp_path)
     out = tmp_path / "sample"
     assert main(["--input-list", str(urls), "--out", str(out), "--max-tokens", _tenth(dolma_like), *TENTH]) == 0
@@ -223,6 +224,13 @@ def test_a_sampled_build_of_a_dolma_style_list_holds_its_mix_and_downloads_littl
     for source, *_ in DOLMA_LIKE:
         assert all("Ġ" + w in vocab for w in signature_words(source)[:5]), source
     assert (out / plans.PLAN_NAME).exists() and m["plan"]["sha256"] == plans.load(out).sha256()
+    # tools/inspect_shards.py summary shows the per-source rows the build printed
+    assert load_tool("inspect_shards").main(["summary", str(out)]) == 0
+    text = capsys.readouterr().out
+    for r in m["sources"]:
+        row = next(line.split() for line in text.splitlines() if line.split()[:1] == [r["source"]])
+        assert row[1:6] == [str(r["files_planned"]), "/", str(r["files_opened"]), "/", str(r["files_finished"])]
+        assert row[6:8] == [f"{r['documents']:,}", f"{r['tokens']:,}"]
 
     # the same command with --in-order reads the list's first sources only: the problem the plan solves
     # (its tokenizer sample is still drawn across the sources: --in-order keeps the reading order only)

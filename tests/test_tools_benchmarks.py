@@ -28,7 +28,9 @@ def test_bench_preprocess_prints_every_row(tmp_path):
     for row in ("HF tokenizers encode_batch", "raw tiktoken, 2 threads", "raw tiktoken arrays, 2 processes",
                 "builder --workers 2 (whole build)", "builder --workers 2 (encoding phase)",
                 "builder -w2 / HF encode_batch", "builder -w2 / raw tiktoken 2 threads",
-                "main thread of a -w2 encoding pass", "peak RSS of a build", "BPE training, vocab 2000"):
+                "main thread of a -w2 encoding pass", "peak RSS of a build", "BPE training, vocab 2000",
+                "sampled build over HTTP", "plain local build of those files", "sampled over HTTP / plain local",
+                "planning 2,400 URLs"):
         assert row in out, row
     assert "same vocabulary: True" in out
 

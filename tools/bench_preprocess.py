@@ -14,7 +14,10 @@ with distinct ids), trains a tokenizer on it, then measures on the same document
   manifest; process start and the encoder check included) at --workers 1 and 2, tokens/s and its
   peak RSS;
 * BPE training MB/s: the builder's path (reading the corpus files, streaming the sample into
-  ``tokenizer.train_bpe``) against the raw HF trainer on the same texts already in memory.
+  ``tokenizer.train_bpe``) against the raw HF trainer on the same texts already in memory;
+* over HTTP (a server on 127.0.0.1 that answers HEAD and Range): the same documents as a list of 4
+  sources in 16 files, a sampled build of a quarter of its tokens against a plain local build of the
+  files that sample read, and planning a list of 2,400 URLs (HEAD requests only).
 
 Targets (issue 2): builder >= 3x raw HF encode_batch; builder >= 0.9x the raw fast engine at the same
 core count; peak RSS < 2 GB.
@@ -29,8 +32,10 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -89,15 +94,18 @@ def _worker_encoder(tok_json):
     return _ENC[tok_json]
 
 
-def run_builder(corpus: Path, tok_path: Path, out: Path, workers: int) -> tuple[float, float, int, int]:
+def run_builder(corpus: Path | list[str], tok_path: Path, out: Path, workers: int,
+                extra: tuple[str, ...] = ()) -> tuple[float, float, int, int]:
     """(whole-build seconds, encoding-phase seconds, tokens, peak RSS bytes) of one build in a fresh process.
 
     The encoding phase (read, decompress, parse, split, encode, write) is what the build's summary
     reports; the whole build adds process start, imports, the tokenizer copy and the encoder check.
+    ``corpus``: a path, or the input arguments themselves.
     """
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-c", _MEASURED_BUILD, "--input", str(corpus), "--tokenizer", str(tok_path),
-           "--out", str(out), "--workers", str(workers)]
+    inputs = ["--input", str(corpus)] if isinstance(corpus, Path) else list(corpus)
+    cmd = [sys.executable, "-c", _MEASURED_BUILD, *inputs, "--tokenizer", str(tok_path),
+           "--out", str(out), "--workers", str(workers), *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     dt = time.perf_counter() - t0
@@ -128,6 +136,101 @@ def best(fn, repeat: int):
     """The fastest of ``repeat`` runs (the machine may be shared: the minimum is the least disturbed)."""
     runs = [fn() for _ in range(repeat)]
     return min(runs, key=lambda r: r[0] if isinstance(r, tuple) else r)
+
+
+class _Files(BaseHTTPRequestHandler):
+    """Static files of ``server.root`` with HEAD, GET and Range; ``server.sent`` counts body bytes."""
+
+    def do_HEAD(self):
+        self._serve(body=False)
+
+    def do_GET(self):
+        self._serve(body=True)
+
+    def _serve(self, body: bool) -> None:
+        path = self.server.root / self.path.lstrip("/")
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes() if body else b""
+        size = path.stat().st_size
+        start, end = 0, size
+        rng = self.headers.get("Range") if body else None
+        if rng:
+            first, _, last = rng.removeprefix("bytes=").partition("-")
+            start, end = int(first), min(size, int(last) + 1 if last else size)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(end - start))
+        self.end_headers()
+        if body:
+            try:
+                for pos in range(start, end, 1 << 16):
+                    self.wfile.write(data[pos:min(end, pos + (1 << 16))])
+                    self.server.sent += min(end, pos + (1 << 16)) - pos
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    def log_message(self, *args):
+        pass
+
+
+def http_rows(work: Path, texts: list[str], tok_path: Path, repeat: int) -> list[str]:
+    """A sampled build over HTTP against a plain local build of the files it read, and a plan of 2,400 URLs."""
+    src = work / "sources"
+    src.mkdir()
+    layout = [("books", 1), ("arxiv", 3), ("c4", 4), ("cc_en_head", 8)]
+    n_files = sum(n for _, n in layout)
+    names = [f"{name}-{k:04d}.json.gz" for name, n in layout for k in range(n)]
+    for f, name in enumerate(names):
+        part = texts[f * len(texts) // n_files:(f + 1) * len(texts) // n_files]
+        data = "".join(json.dumps({"id": f"{name}:{i}", "text": t}, ensure_ascii=False) + "\n"
+                       for i, t in enumerate(part)).encode("utf-8")
+        (src / name).write_bytes(gzip.compress(data, compresslevel=6, mtime=0))
+    ThreadingHTTPServer.request_queue_size = 256  # a real server's backlog: 64 HEADs in flight are not refused
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    server.root, server.sent, server.daemon_threads = src, 0, True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    (work / "urls.txt").write_text("".join(base + n + "\n" for n in sorted(names)))
+    list_bytes = sum((src / n).stat().st_size for n in names)
+    total = sum(t["tokens"] for t in shards.load_manifest(work / "out2")["totals"].values())
+    quarter = ("--max-tokens", str(total // 4))
+    sampled, sent = [], []
+    for _ in range(repeat):
+        server.sent = 0
+        sampled.append(run_builder(["--input-list", str(work / "urls.txt")], tok_path, work / "sampled", 2, quarter))
+        sent.append(server.sent)
+    read = [Path(x["path"]).name for x in shards.load_manifest(work / "sampled")["inputs"] if x["documents"]]
+    plain = [run_builder(["--input", *(str(src / n) for n in read)], tok_path, work / "plain", 2)
+             for _ in range(repeat)]
+    (bs, es, ns, _), (bp, ep, np_, _) = min(sampled), min(plain)
+
+    many = work / "many"
+    many.mkdir()
+    for src_name, n in (("cc_en_head", 1600), ("c4", 600), ("books", 200)):
+        for k in range(n):
+            os.link(src / names[0], many / f"{src_name}-{k:04d}.json.gz")
+    server.root = many
+    (work / "urls2400.txt").write_text("".join(f"{base}{p.name}\n" for p in sorted(many.iterdir())))
+    t_plan = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "preprocess", "--input-list", str(work / "urls2400.txt"), "--out",
+                        str(work / "plan"), "--max-tokens", "5e9", "--plan"], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+        t_plan.append(time.perf_counter() - t0)
+    server.shutdown()
+    return [
+        f"sampled build over HTTP, -w2 (1/4)    {ns / bs / 1e6:>6.2f}M tokens/s  {bs:.2f} s; read {len(read)} of "
+        f"{n_files} files, sent {min(sent) / list_bytes:.0%} of the list's bytes",
+        f"plain local build of those files, -w2 {np_ / bp / 1e6:>6.2f}M tokens/s  {bp:.2f} s",
+        f"sampled over HTTP / plain local       {(ns / bs) / (np_ / bp):>6.2f}   encoding phase "
+        f"{(ns / es) / (np_ / ep):.2f}",
+        f"planning 2,400 URLs (--plan, HEAD)    {min(t_plan):>6.2f} s, the whole command",
+    ]
 
 
 def main(argv=None) -> None:
@@ -252,6 +355,9 @@ def main(argv=None) -> None:
     print(f"\nBPE training, vocab {args.vocab_size}: builder path {mb / t_ours:.2f} MB/s ({t_ours:.1f} s), "
           f"raw HF trainer on in-memory texts {mb / t_raw:.2f} MB/s ({t_raw:.1f} s); same vocabulary: "
           f"{tk.fingerprint_text(tok.to_str()) == tk.fingerprint_text(raw_tok.to_str())}")
+    print()
+    for line in http_rows(work, texts, tok_path, args.repeat):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,8 @@ def summarize(directory: Path) -> dict:
                                      "documents": sum(s["documents"] for s in splits.values()),
                                      "tokens": sum(s["tokens"] for s in splits.values())},
         "inputs": manifest["inputs"], "skipped": manifest["skipped"], "options": manifest["options"],
+        "plan": manifest.get("plan"), "sources": manifest.get("sources", []),
+        "record_sources": manifest.get("record_sources", {}),
         "size_on_disk": {"total_bytes": sum(p.stat().st_size for p in files), "shard_bytes": shard_bytes},
     }
 
@@ -158,6 +160,19 @@ def print_summary(s: dict) -> None:
     for name, r in rows:
         print(f"  {name:<6} {r['shards']:>6,} {r['documents']:>12,} {r['tokens']:>15,} {r['tokens_per_document']:>11.1f}")
     print()
+    if s["sources"]:
+        from preprocess.progress import source_table  # the builder's own table, as its summary prints it
+        plan = s["plan"] or {}
+        cap = f", --max-tokens {plan['max_tokens']:,}" if plan.get("max_tokens") else ""
+        print(f"  sources ({plan.get('mode', 'whole')} plan{cap}, seed {plan.get('seed')}):")
+        for line in source_table(s["sources"]):
+            print("  " + line)
+        if s["record_sources"]:
+            total = max(s["totals"]["tokens"], 1)
+            rs = sorted(s["record_sources"].items(), key=lambda kv: -kv[1]["tokens"])
+            print("  records' own \"source\" field, share of tokens: "
+                  + ", ".join(f"{k} {v['tokens'] / total:.1%}" for k, v in rs[:8]) + (" ..." if len(rs) > 8 else ""))
+        print()
     inputs = s["inputs"]
     print(f"  inputs ({len(inputs)})" + (":" if inputs else ": none recorded"))
     for item in inputs[:20]:
