@@ -11,7 +11,8 @@ resume, the manifest and the summary.
   (a regular expression with one group, searched in the path or URL) overrides the rule.
 * **Sizes** come from the file system or an HTTP ``HEAD``: no body is fetched to plan.
 * **Modes.** Without ``--max-tokens`` (or with ``--in-order``) every input is read in the order given,
-  as a plain build always has (``--in-order`` stops at ``--max-tokens``). With ``--max-tokens`` each
+  as a plain build always has (``--in-order`` stops at ``--max-tokens``; so does a single source of
+  unknown size, such as one ``hf:`` dataset). With ``--max-tokens`` each
   source gets a quota in tokens: its share of the whole input (``proportional``) or the share ``--mix``
   gives it (``mix``). Within a source, files are taken in a seeded order; whole files while the
   source's estimated tokens stay within its quota, then one file with a token budget (the rest of
@@ -230,6 +231,9 @@ class Plan:
                                 f"sources are: {', '.join(by_name)}")
         plan = cls(mode, seed, max_tokens, sample_bytes, [[x.path, x.kind, x.size] for x in inputs], sources,
                    mix, source_pattern, bad)
+        if mode == "proportional" and len(sources) == 1 and sources[0].bytes is None:
+            # one source of unknown size (an hf: dataset): its share is all of it, read in order
+            mode = plan.mode = "in_order"
         if mode in ("proportional", "mix"):
             unsized = [inputs[i].path for s in sources if s.bytes is None for i in s.files
                        if inputs[i].size is None]

@@ -162,10 +162,12 @@ def test_the_tokenizer_sample_is_spread_over_the_sources_in_their_shares():
 
 
 def test_a_sampled_plan_needs_every_size():
-    inputs = [InputFile("hf:allenai/c4", "hf", None)]
+    inputs = [InputFile("hf:allenai/c4", "hf", None), InputFile("/d/wiki-0000.json.gz", "jsonl.gz", 100)]
     with pytest.raises(plans.PlanError, match="has none.*use --in-order"):
         plans.Plan.make(inputs, max_tokens=100, sample_bytes=10)
-    assert plans.Plan.make(inputs, max_tokens=100, in_order=True, sample_bytes=10).reads == [[0, None]]
+    assert plans.Plan.make(inputs, max_tokens=100, in_order=True, sample_bytes=10).reads == [[0, None], [1, None]]
+    # one source of unknown size is all of the sample: read in order until --max-tokens
+    assert plans.Plan.make(inputs[:1], max_tokens=100, sample_bytes=10).mode == "in_order"
 
 
 # --- a Dolma-style list over HTTP ---------------------------------------------------------------------
