@@ -1,5 +1,5 @@
-"""The errors the readers raise, in a module of their own so that every reader (files, HTTP) can
-import them without importing each other."""
+"""The errors of stage 1, in a module of their own so that every part of it (readers of files and
+HTTP, the build and its books) can import them without importing each other."""
 from __future__ import annotations
 
 RE_DOWNLOAD = "re-download it, or pass --skip-bad-files to go on without it"
@@ -23,3 +23,7 @@ class BadInputFile(Exception):
 
 class CorruptStream(Exception):
     """Raised inside a byte chain; the readers turn it into ``BadInputFile`` with the line."""
+
+
+class BuildError(Exception):
+    """A build problem the user can act on; the message says what to do."""

@@ -6,11 +6,10 @@ order, a ``Record`` for every document and a ``Skipped`` for every bad record. A
 cannot be read (truncated gzip, corrupt parquet, HTTP failure) raises ``BadInputFile`` after every
 complete record before the damage has been yielded, so the pipeline can keep them.
 
-Byte streams are built as a chain of chunk iterators: a source (local file or HTTP) yields raw bytes,
-a decompressor (gzip, zstd or none) yields decompressed bytes, and a parser splits lines and decodes
-JSON. The same chain serves local files and URLs. JSON Lines are cut into chunks of whole lines
-(``line_chunks``) and parsed by ``parse_lines``: ``read_records`` does both, the build cuts here and
-parses in its worker processes.
+Inputs are resolved in ``preprocess/inputs.py`` and their bytes come from the chains of
+``preprocess/streams.py`` (a source, then a decompressor); here they are parsed. JSON Lines are cut
+into chunks of whole lines (``line_chunks``) and parsed by ``parse_lines``: ``read_records`` does both,
+the build cuts here and parses in its worker processes.
 
 A gzip member's CRC (or a zstd frame's end) is only checked after the whole member has been
 inflated, and a damaged member can inflate "successfully" into garbage until then. So
@@ -21,12 +20,10 @@ member end, so a build can trust exactly the verified ones and roll back the res
 Only regular files are read (a FIFO or a link to a device would block or never end), and no line
 may exceed ``MAX_LINE_BYTES``: memory stays bounded whatever an input holds.
 
-Sections, in order: resolving inputs; byte chains; parsers (JSON Lines, txt, parquet); the entry
-points; Hugging Face datasets.
+Sections, in order: parsers (JSON Lines, txt, parquet); the entry points; Hugging Face datasets.
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 from dataclasses import dataclass
@@ -36,38 +33,20 @@ import orjson
 
 from preprocess import http
 from preprocess.errors import BadInputFile, CorruptStream
+from preprocess.inputs import (HF_PREFIX, KNOWN_SUFFIXES, LINE_KINDS, InputFile, is_url, kind_of, parse_hf_spec,
+                               resolve_inputs)
+from preprocess.streams import MEMBER_END, byte_chunks, checked_start, decompressed, head_bytes, what_it_is
 
-try:  # ISA-L inflates gzip about twice as fast as zlib, with the same interface and the same checks
-    from isal import isal_zlib as inflate
-except ImportError:  # no wheel for this platform: the standard library's zlib
-    import zlib as inflate
+# what the rest of the pipeline reads through this module
+__all__ = ["HF_PREFIX", "KNOWN_SUFFIXES", "LINE_KINDS", "MAX_LINE_BYTES", "SKIP_REASONS", "BadInputFile",
+           "InputFile", "Record", "Skipped", "byte_chunks", "check_text", "decompressed", "head_bytes", "is_url",
+           "kind_of", "line_chunks", "open_parquet", "parse_hf_spec", "parse_lines", "probe", "read_records",
+           "resolve_inputs"]
 
-# Decompressed output is produced in pieces of at most this many bytes, so one compressed chunk of
-# highly repetitive text cannot expand into an unbounded buffer.
-_OUT_CHUNK = 4 << 20
-_IN_CHUNK = 1 << 20
-
-# Longest suffix first: ".jsonl.gz" must win over ".gz".
-_KINDS = (
-    (".jsonl.gz", "jsonl.gz"), (".json.gz", "jsonl.gz"), (".ndjson.gz", "jsonl.gz"),
-    (".jsonl.zst", "jsonl.zst"), (".json.zst", "jsonl.zst"), (".ndjson.zst", "jsonl.zst"),
-    (".jsonl.zstd", "jsonl.zst"), (".json.zstd", "jsonl.zst"),
-    (".jsonl", "jsonl"), (".json", "jsonl"), (".ndjson", "jsonl"),
-    (".parquet", "parquet"), (".txt", "txt"),
-)
-KNOWN_SUFFIXES = tuple(s for s, _ in _KINDS)
 SKIP_REASONS = ("malformed_json", "missing_text", "non_string_text", "empty_text", "undecodable_bytes")
-HF_PREFIX = "hf:"
 # The longest line (JSON Lines record) or .txt document read: far above any real document (a 50 MB
 # record reads fine), and a bound on what a file without line breaks can make the reader hold.
 MAX_LINE_BYTES = 256 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class InputFile:
-    path: str         # local path, http(s) URL, or "hf:NAME[:CONFIG][:SPLIT]"
-    kind: str         # "jsonl", "jsonl.gz", "jsonl.zst", "parquet", "txt", "hf"
-    size: int | None  # bytes on disk; None when unknown (URLs, hf)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,332 +62,6 @@ class Skipped:
     reason: str       # one of SKIP_REASONS
     line: int
     detail: str
-
-
-def is_url(spec: str) -> bool:
-    return spec.startswith(("http://", "https://"))
-
-
-def kind_of(path: str) -> str | None:
-    """The input kind from a file name or URL (query string ignored), or None when unknown."""
-    name = path.split("?", 1)[0].split("#", 1)[0].lower() if is_url(path) else path.lower()
-    for suffix, kind in _KINDS:
-        if name.endswith(suffix):
-            return kind
-    return None
-
-
-# ---------------------------------------------------------------------------------------------------
-# resolving inputs
-
-def resolve_inputs(specs: list[str], input_list: str | None = None,
-                   note: Callable[[str], None] | None = None) -> list[InputFile]:
-    """Expand ``specs`` and the entries of ``input_list`` into input files, in a deterministic order.
-
-    Each spec is a local file, a directory (searched recursively for files with a known suffix, hidden
-    files and directories skipped), a glob pattern (``**`` allowed), an http(s) URL or an ``hf:`` spec.
-    Matches of one spec are sorted; specs keep the order given, then the input list's entries follow
-    in file order. A file named twice is read once (its first place wins). ``input_list`` holds one
-    path or URL per line; blank lines and ``#`` comments are ignored. Only regular files are inputs:
-    a FIFO, socket or device named outright is an error, and one met in a directory or a glob is
-    passed over with a ``note``.
-    """
-    entries: list[tuple[str, str]] = [(spec, "--input") for spec in specs]
-    if input_list is not None:
-        entries += _read_input_list(input_list)
-    out: list[InputFile] = []
-    seen: set[str] = set()
-    for spec, where in entries:
-        for inp in _resolve_one(spec, where, note or (lambda msg: None)):
-            key = inp.path if is_url(inp.path) or inp.kind == "hf" else os.path.realpath(inp.path)
-            if key not in seen:
-                seen.add(key)
-                out.append(inp)
-    return out
-
-
-def _read_input_list(path: str) -> list[tuple[str, str]]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise ValueError(f"--input-list {path}: cannot read it ({e.strerror}); check the path") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"--input-list {path}: not UTF-8 text ({e.reason} at byte {e.start}); "
-                         f"it should hold one path or URL per line") from None
-    entries = []
-    for n, line in enumerate(lines, 1):
-        line = line.strip()
-        if line and not line.startswith("#"):
-            entries.append((line, f"--input-list {path} line {n}"))
-    if not entries:
-        raise ValueError(f"--input-list {path}: no paths or URLs in it (blank lines and # comments are ignored)")
-    return entries
-
-
-def _resolve_one(spec: str, where: str, note: Callable[[str], None]) -> list[InputFile]:
-    if spec.startswith(HF_PREFIX):
-        parse_hf_spec(spec)  # fail early on a malformed spec
-        return [InputFile(spec, "hf", None)]
-    if is_url(spec):
-        kind = kind_of(spec)
-        if kind is None:
-            raise ValueError(f"{where}: {spec}: unknown file type; a URL must end in one of "
-                             f"{', '.join(KNOWN_SUFFIXES)}")
-        return [InputFile(spec, kind, None)]
-    if os.path.isdir(spec):
-        if _is_output_dir(spec):
-            raise ValueError(f"{where}: {spec} is a dataset or run directory written by this project, not a "
-                             f"corpus; give the directory of the input files")
-        files = _walk(spec, note)
-        if not files:
-            raise ValueError(f"{where}: directory {spec} holds no input files (looked recursively for "
-                             f"{', '.join(KNOWN_SUFFIXES)})")
-        return [_local(p) for p in files]
-    if os.path.exists(spec):
-        if kind_of(spec) is None:
-            raise ValueError(f"{where}: {spec}: unknown file type; expected a name ending in "
-                             f"{', '.join(KNOWN_SUFFIXES)} (or a directory, glob, URL or hf: spec)")
-        special = _not_regular(spec)
-        if special:
-            raise ValueError(f"{where}: {spec} is {special}, not a regular file; only regular files are read "
-                             f"(copy the data into a file first)")
-        return [_local(spec)]
-    if glob.has_magic(spec):
-        matches = sorted(glob.glob(spec, recursive=True))
-        files: list[str] = []
-        for m in matches:
-            if os.path.isdir(m):
-                files += _walk(m, note)
-            elif kind_of(m) is not None:
-                special = _not_regular(m)
-                if special:
-                    note(f"passed over {m}: {special}, not a regular file")
-                else:
-                    files.append(m)
-        if not files:
-            what = f"{len(matches)} paths, none of them input files" if matches else "nothing"
-            raise ValueError(f"{where}: pattern {spec!r} matched {what}; input files end in "
-                             f"{', '.join(KNOWN_SUFFIXES)}")
-        return [_local(p) for p in files]
-    raise ValueError(f"{where}: {spec}: no such file or directory; check the path (or quote a glob pattern)")
-
-
-def _walk(top: str, note: Callable[[str], None]) -> list[str]:
-    found = []
-    for root, dirs, files in os.walk(top):
-        # hidden ones (.git, .cache, a default corpus stash) and this project's own outputs (a dataset
-        # built into a folder of the corpus must not be read back as input: its tokenizer.json and
-        # manifest.json are .json files)
-        dirs[:] = [d for d in dirs if not d.startswith(".") and not _is_output_dir(os.path.join(root, d))]
-        for f in files:
-            if f.startswith(".") or kind_of(f) is None:
-                continue
-            path = os.path.join(root, f)
-            special = _not_regular(path)
-            if special:
-                note(f"passed over {path}: {special}, not a regular file")
-            else:
-                found.append(path)
-    return sorted(found)
-
-
-def _not_regular(path: str) -> str | None:
-    """What ``path`` is when it is not a regular file (links followed), else None."""
-    import stat
-
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as e:
-        return f"unreadable ({e.strerror})"
-    if stat.S_ISREG(mode):
-        return None
-    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
-            "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode) else
-            "a directory" if stat.S_ISDIR(mode) else "not a regular file")
-
-
-def _is_output_dir(path: str) -> bool:
-    """A dataset or run directory: the lock every writer takes, an unfinished build, or a manifest with
-    its tokenizer."""
-    import shards
-
-    return (os.path.exists(os.path.join(path, shards.LOCK_NAME)) or os.path.isdir(os.path.join(path, shards.BUILD_DIR))
-            or (os.path.exists(os.path.join(path, shards.MANIFEST_NAME))
-                and os.path.exists(os.path.join(path, shards.TOKENIZER_NAME))))
-
-
-def _local(path: str) -> InputFile:
-    return InputFile(path, kind_of(path), os.path.getsize(path))
-
-
-# ---------------------------------------------------------------------------------------------------
-# byte chains: sources and decompressors
-
-class _MemberEnd:
-    """Yielded by a decompressor after each gzip member or zstd frame that ended and passed its check."""
-
-    def __repr__(self) -> str:
-        return "MEMBER_END"
-
-
-MEMBER_END = _MemberEnd()
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-def _file_chunks(path: str) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while chunk := f.read(_IN_CHUNK):
-            yield chunk
-
-
-def head_bytes(inp: InputFile, n: int) -> bytes:
-    """The first ``n`` bytes of ``inp`` as stored (compressed), from the file or one range request."""
-    if is_url(inp.path):
-        return b"".join(http.stream(inp.path, start=0, end=n))
-    with open(inp.path, "rb") as f:
-        return f.read(n)
-
-
-def _what_it_is(head: bytes, content_type: str | None, wanted: str, url: bool) -> str:
-    """Why ``head`` (the first bytes of a stream) is not ``wanted`` data, for a person."""
-    shown = head[:60].decode("utf-8", "replace").replace("\n", " ")
-    html = head.lstrip()[:1] == b"<" or (content_type or "").split(";")[0].strip() in ("text/html", "application/xhtml+xml")
-    if html:
-        if url:
-            return (f"the server sent an HTML page instead of {wanted} data (Content-Type: {content_type or 'none'}; "
-                    f"it begins {shown!r}): look at the URL in a browser, it is an error or login page, not the file")
-        return (f"is an HTML page, not {wanted} data (it begins {shown!r}): probably an error page saved by a "
-                f"download tool")
-    return f"corrupt {wanted} data (not a {wanted} stream: it begins {head[:8]!r})"
-
-
-def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes | _MemberEnd]:
-    """Decompress a gzip stream of any number of members; the inflater checks each member's CRC and
-    length, and ``MEMBER_END`` follows the last bytes of each member that passed.
-
-    A decompress object (not ``gzip.GzipFile``) so that every byte decompressed before damage reaches
-    the parser, and so the same code serves HTTP streams. Both libraries release the GIL while they work.
-    """
-    d = inflate.decompressobj(wbits=31)
-    started = False  # bytes fed to the current member
-    members = 0
-    try:
-        for data in chunks:
-            while data:
-                if d.eof:
-                    if not started and not data.strip(b"\0"):
-                        break  # trailing zero padding after the last member, as gzip(1) accepts
-                    d = inflate.decompressobj(wbits=31)
-                started = True
-                out = d.decompress(data, _OUT_CHUNK)
-                data = d.unconsumed_tail or d.unused_data
-                if out:
-                    yield out
-                if d.eof:
-                    started = False
-                    members += 1
-                    yield MEMBER_END
-        if started and not d.eof:
-            raise CorruptStream("truncated gzip file: the data ends before the end of the compressed stream")
-    except inflate.error as e:
-        raise CorruptStream(f"corrupt gzip data ({e})") from None
-    if not members:
-        raise CorruptStream("is empty: it holds no gzip data at all")
-
-
-def _unzstd(chunks: Iterable[bytes]) -> Iterator[bytes | _MemberEnd]:
-    """Decompress a zstd stream of any number of frames (Dolma's files may hold several); ``MEMBER_END``
-    follows each frame that ended (and passed its checksum, when it has one)."""
-    import zstandard
-
-    # files written with `zstd --long` declare windows beyond the library's default 128 MB limit; the
-    # format allows up to 2 GB, and a frame only takes the memory its window needs
-    dctx = zstandard.ZstdDecompressor(max_window_size=1 << 31)
-    d = dctx.decompressobj()
-    started = False
-    frames = 0
-    try:
-        for data in chunks:
-            while data:
-                if d.eof:
-                    d = dctx.decompressobj()
-                started = True
-                out = d.decompress(data)
-                data = d.unused_data if d.eof else b""
-                if out:
-                    yield out
-                if d.eof:
-                    started = False
-                    frames += 1
-                    yield MEMBER_END
-        if started and not d.eof:
-            raise CorruptStream("truncated zstd file: the data ends inside a compressed frame")
-    except zstandard.ZstdError as e:
-        raise CorruptStream(f"corrupt zstd data ({e})") from None
-    if not frames:
-        raise CorruptStream("is empty: it holds no zstd data at all")
-
-
-def _checked_start(chunks: Iterable[bytes], kind: str, info: dict, url: bool) -> Iterator[bytes]:
-    """Pass a compressed stream through once its first bytes are the format's magic number; anything
-    else (an HTML error page served with status 200, a text file) is named for what it is."""
-    magic, wanted = (_GZIP_MAGIC, "gzip") if kind == "jsonl.gz" else (_ZSTD_MAGIC, "zstd")
-    head = b""
-    it = iter(chunks)
-    for chunk in it:
-        head += chunk
-        if len(head) >= len(magic):
-            break
-    # zstd skippable frames (magic 0x184D2A5?) may come first
-    if head and not (head.startswith(magic) or (wanted == "zstd" and head[1:4] == b"\x2a\x4d\x18"
-                                                and head[0] & 0xF0 == 0x50)):
-        raise CorruptStream(_what_it_is(head, info.get("content_type"), wanted, url))
-    if head:
-        yield head
-    yield from it
-
-
-def _counted(chunks: Iterable[bytes], on_bytes: Callable[[int], None]) -> Iterator[bytes]:
-    for chunk in chunks:
-        on_bytes(len(chunk))
-        yield chunk
-
-
-def _source(inp: InputFile, retry: http.Retry | None, on_bytes, info: dict, early_stop: bool) -> Iterator[bytes]:
-    if is_url(inp.path):
-        raw = (http.stream_growing(inp.path, retry, info=info) if early_stop
-               else http.stream(inp.path, retry=retry, info=info))
-    else:
-        raw = _file_chunks(inp.path)
-    return _counted(raw, on_bytes) if on_bytes is not None else raw
-
-
-def decompressed(chunks: Iterable[bytes], kind: str) -> Iterator[bytes]:
-    """The decompressed bytes of raw ``chunks`` of an input of ``kind`` (the member ends left out)."""
-    if kind == "jsonl.gz":
-        return (b for b in _gunzip(chunks) if b is not MEMBER_END)
-    if kind == "jsonl.zst":
-        return (b for b in _unzstd(chunks) if b is not MEMBER_END)
-    return iter(chunks)
-
-
-def byte_chunks(inp: InputFile, retry: http.Retry | None = None, on_bytes: Callable[[int], None] | None = None,
-                members: bool = False, early_stop: bool = False) -> Iterator[bytes | _MemberEnd]:
-    """The decompressed bytes of a local or HTTP input, in chunks; ``on_bytes(n)`` is told of every
-    ``n`` bytes read from the source (compressed bytes: what a progress bar over file sizes counts).
-    With ``members``, ``MEMBER_END`` follows every gzip member or zstd frame that passed its check.
-    ``early_stop``: the reader may stop long before the end, so a URL is fetched in growing ranges."""
-    info: dict = {}
-    raw = _source(inp, retry, on_bytes, info, early_stop)
-    if inp.kind == "jsonl.gz":
-        out = _gunzip(_checked_start(raw, inp.kind, info, is_url(inp.path)))
-    elif inp.kind == "jsonl.zst":
-        out = _unzstd(_checked_start(raw, inp.kind, info, is_url(inp.path)))
-    else:
-        return raw
-    return out if members else (b for b in out if b is not MEMBER_END)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -437,7 +90,6 @@ def _json_type(value) -> str:
             list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
 
 
-LINE_KINDS = frozenset({"jsonl", "jsonl.gz", "jsonl.zst"})
 
 
 def _refuse_json_array(chunks: Iterable[bytes], path: str) -> Iterator[bytes]:
@@ -461,7 +113,7 @@ def _refuse_json_array(chunks: Iterable[bytes], path: str) -> Iterator[bytes]:
                                    "convert it first, e.g. `jq -c '.[]' FILE > FILE.jsonl`, or pass "
                                    "--skip-bad-files to go on without it")
         elif start[:1] == b"<":
-            raise BadInputFile(path, _what_it_is(start, None, "JSON Lines", False).replace(
+            raise BadInputFile(path, what_it_is(start, None, "JSON Lines", False).replace(
                 "corrupt JSON Lines data", "not JSON Lines"))
         elif not start:
             continue  # only whitespace so far
@@ -811,22 +463,11 @@ def probe(inp: InputFile, text_field: str = "text", retry: http.Retry | None = N
         raise BadInputFile(inp.path, "is empty: 0 bytes")
     if inp.kind in ("jsonl.gz", "jsonl.zst"):
         try:
-            for _ in decompressed(_checked_start([head], inp.kind, {}, False), inp.kind):
+            for _ in decompressed(checked_start([head], inp.kind, {}, False), inp.kind):
                 break
         except CorruptStream as e:
             if "truncated" not in str(e):  # a 64 KiB head of a longer file always looks truncated
                 raise BadInputFile(inp.path, str(e), "re-download it") from None
-
-
-def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
-    """``hf:NAME[:CONFIG][:SPLIT]`` -> (name, config or None, split, default "train")."""
-    parts = spec[len(HF_PREFIX):].split(":")
-    if not parts[0] or len(parts) > 3:
-        raise ValueError(f"--input {spec}: expected hf:NAME[:CONFIG][:SPLIT], e.g. hf:allenai/c4:en:train")
-    name = parts[0]
-    config = parts[1] if len(parts) > 1 and parts[1] else None
-    split = parts[2] if len(parts) > 2 and parts[2] else "train"
-    return name, config, split
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from preprocess import readers
+from preprocess import readers, streams
 from preprocess.readers import (BadInputFile, InputFile, Record, Skipped, probe, read_records,
                                 resolve_inputs)
 
@@ -71,9 +71,9 @@ def inflater(request, monkeypatch):
     library's zlib (their fallback): both must give the same records and the same errors."""
     if request.param == "isal":
         isal_zlib = pytest.importorskip("isal.isal_zlib")
-        monkeypatch.setattr(readers, "inflate", isal_zlib)
+        monkeypatch.setattr(streams, "inflate", isal_zlib)
     else:
-        monkeypatch.setattr(readers, "inflate", zlib)
+        monkeypatch.setattr(streams, "inflate", zlib)
     return request.param
 
 
