@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -442,6 +443,9 @@ def main(argv=None) -> int:
     except (shards.DatasetError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader stopped reading (`| head`): not an error of the dataset
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python exits
+        return 0
     except OSError as e:
         print(f"error: {e.filename or args.dir}: {e.strerror or e}", file=sys.stderr)
         return EXIT_USAGE
