@@ -8,6 +8,9 @@ log the same losses as 1 process x accumulation 2k.
 The loop never waits on the device for logging between log points: per-step losses and gradient
 norms stay on the device and are read in one transfer at each log, evaluation or checkpoint, which
 is also where a non-finite loss is detected (naming its exact step) before anything is saved.
+SIGINT/SIGTERM stop a single process after the current step; under DDP the processes agree on a stop
+at those same points (the flags ride on the losses' all-reduce), so the wait is at most
+``log_interval`` steps and a step costs no host synchronisation.
 
 Reading top to bottom: :func:`train` wires the parts together; :func:`setup` builds them (a
 :class:`Run`); :func:`restore` continues from a checkpoint (a :class:`TrainState`); :func:`fit` is the
@@ -142,7 +145,8 @@ def evaluate(model, val: ValWindows, batch_size: int, device, autocast, d: Dist)
 
 
 class StopFlag:
-    """Set by SIGINT/SIGTERM; the loop checkpoints and exits at the next point it reads it (see :func:`fit`)."""
+    """Set by SIGINT/SIGTERM; the loop then checkpoints and exits. One process reads it after every step;
+    under DDP the processes agree on it at the next log, evaluation or checkpoint step."""
 
     def __init__(self):
         self.signal: int | None = None
@@ -441,14 +445,11 @@ def fit(run: Run, state: TrainState, metrics: Metrics | None) -> dict:
             pending.append((state.step, loss, grad_norm))
 
             due = due_at(state.step, run.max_steps, t)
-            interrupted = stop.signal is not None
-            if d.world_size > 1:
-                flag = torch.tensor(float(interrupted), device=run.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                interrupted = bool(flag.item())
-            if not (any(due) or interrupted):
+            # one process reads its stop flag every step for free; several agree on theirs only where
+            # they synchronise anyway, so a step costs no host sync
+            if not (any(due) or (d.world_size == 1 and stop.signal is not None)):
                 continue
-            losses, grad_norm = read_back(run, pending)  # stops on a non-finite loss
+            losses, grad_norm, signalled = read_back(run, pending, stop)  # stops on a non-finite loss
             pending.clear()
             last_loss = sum(losses) / len(losses)  # the mean since the last read, as logged
             now = time.time()
@@ -459,11 +460,11 @@ def fit(run: Run, state: TrainState, metrics: Metrics | None) -> dict:
                 is_best = run_eval(run, metrics, state, lr, last_loss)
                 if t.early_stop_patience and state.evals_since_best >= t.early_stop_patience:
                     stop_reason = f"early stop: no better val loss in {state.evals_since_best} evaluations"
-            if due.checkpoint or is_best or interrupted or stop_reason != FINISHED:
+            if signalled:
+                stop_reason = f"stopped by signal {signalled}; continue with --resume"
+            if due.checkpoint or is_best or stop_reason != FINISHED:
                 save(run, state, is_best)
             meter.exclude(time.time() - now)  # evaluation and checkpoint time is not training throughput
-            if interrupted:
-                stop_reason = f"stopped by signal {stop.signal}; continue with --resume"
             if stop_reason != FINISHED:
                 break
     return summarize(run, state, last_loss, stop_reason)
@@ -496,14 +497,22 @@ def train_step(run: Run, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
     return step_loss, norm
 
 
-def read_back(run: Run, pending: list[tuple[int, torch.Tensor, torch.Tensor]]) -> tuple[list[float], float]:
-    """The pending steps' losses (means over the processes) and the last step's grad norm, in one
-    transfer; raises TrainingError at the first non-finite loss, naming its step."""
+def read_back(run: Run, pending: list[tuple[int, torch.Tensor, torch.Tensor]],
+              stop: StopFlag) -> tuple[list[float], float, int | None]:
+    """The pending steps' losses (means over the processes), the last step's grad norm, and the signal
+    any process has received (None if none). Raises TrainingError at the first non-finite loss, naming its step.
+
+    Under DDP one all-reduce carries the losses and the signals: each process writes its signal number
+    (0 for none) into its own slot, so the sum holds every process's."""
     values = torch.stack([torch.stack([lo, nm.float()]) for _, lo, nm in pending]).float()  # (n, 2)
+    received = stop.signal
     if run.d.world_size > 1:
-        losses = values[:, 0].contiguous()
-        dist.all_reduce(losses)
-        values[:, 0] = losses / run.d.world_size
+        signals = torch.zeros(run.d.world_size, device=values.device)
+        signals[run.d.rank] = stop.signal or 0
+        summed = torch.cat([values[:, 0], signals])  # (n + world_size,)
+        dist.all_reduce(summed)
+        values[:, 0] = summed[:len(pending)] / run.d.world_size
+        received = int(summed[len(pending):].max().item()) or None
     rows = values.tolist()
     for (step, _, _), (loss, _) in zip(pending, rows):
         if not math.isfinite(loss):
@@ -511,7 +520,7 @@ def read_back(run: Run, pending: list[tuple[int, torch.Tensor, torch.Tensor]]) -
                 f"loss is {loss} at step {step}; stopping. Last good checkpoint: {run.last_checkpoint or 'none'}. "
                 f"Lower training.lr, raise training.warmup_steps or use training.precision=fp32/bf16, "
                 f"then resume from that checkpoint (or start a new run)")
-    return [loss for loss, _ in rows], rows[-1][1]
+    return [loss for loss, _ in rows], rows[-1][1], received
 
 
 class Throughput:
