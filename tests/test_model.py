@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from train.model import GPT, ModelConfig
+from train.model import GPT, ModelConfig, peak_flops, peak_flops_of
 
 
 def tiny(**kw) -> ModelConfig:
@@ -92,3 +92,36 @@ def test_flops_per_token():
     model = GPT(tiny())
     c = model.cfg
     assert model.estimate_flops_per_token() == 6 * model.num_params() + 12 * c.n_layers * c.d_model * c.seq_len
+
+
+@pytest.mark.parametrize("name, half, tf32", [
+    ("NVIDIA H100 80GB HBM3", 989.4e12, 494.7e12),   # SXM
+    ("NVIDIA H100 PCIe", 756.5e12, 378e12),
+    ("NVIDIA H100 NVL", 835.5e12, 417.5e12),
+    ("NVIDIA H200", 989.4e12, 494.7e12),
+    ("NVIDIA A100-SXM4-80GB", 312e12, 156e12),
+    ("NVIDIA A100-PCIE-40GB", 312e12, 156e12),
+    ("NVIDIA A100 80GB PCIe", 312e12, 156e12),
+    ("NVIDIA L4", 121e12, 60e12),
+    ("NVIDIA L40S", 362.05e12, 183e12),              # not an L4
+    ("NVIDIA A10", 125e12, 62.5e12),
+    ("NVIDIA A10G", 70e12, 35e12),                   # not an A10
+    ("NVIDIA GeForce RTX 3060", 25.5e12, 12.7e12),
+    ("NVIDIA GeForce RTX 3090", 71e12, 35.6e12),
+    ("NVIDIA GeForce RTX 4080", 97.5e12, 48.7e12),
+    ("NVIDIA GeForce RTX 4090", 165.2e12, 82.6e12),
+    ("NVIDIA B200", 2250e12, 1125e12),
+])
+def test_peak_flops_of_the_names_torch_reports(name, half, tf32):
+    assert peak_flops_of(name, torch.bfloat16) == peak_flops_of(name, torch.float16) == half
+    assert peak_flops_of(name, torch.float32) == tf32
+
+
+@pytest.mark.parametrize("name", ["NVIDIA GeForce RTX 3090 Ti", "NVIDIA GeForce RTX 3060 Laptop GPU",
+                                  "NVIDIA GeForce RTX 4080 SUPER", "NVIDIA L40G", "Tesla V100-SXM2-16GB"])
+def test_other_gpus_are_unknown_not_a_near_name(name):
+    assert peak_flops_of(name, torch.bfloat16) is None
+
+
+def test_no_peak_on_cpu():
+    assert peak_flops(torch.device("cpu"), torch.bfloat16) is None

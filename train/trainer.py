@@ -349,13 +349,17 @@ def setup(cfg: Config, data_dir: Path, run_dir: Path, resume: bool, cleanup: con
     if t.compile:
         train_model = torch.compile(train_model)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    peak = peak_flops(device, amp_dtype or torch.float32)
+    if device.type == "cuda" and peak is None:
+        say(f"MFU not shown: unknown GPU {torch.cuda.get_device_name(device)}; add its dense peak FLOP/s "
+            f"(bf16 and TF32) to PEAK_FLOPS in train/model.py")
     return Run(cfg=cfg, d=d, say=say, data_dir=data_dir, run_dir=run_dir, manifest=manifest, data_fp=data_fp,
                tok_fp=tok_fp, device=device, precision=precision, tokens_per_step=tokens_per_step,
                max_steps=max_steps, resume_from=resume_from, model=model, train_model=train_model, ddp=ddp,
                optimizer=build_optimizer(model, cfg, device),
                scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None, loader=loader, val=val,
                autocast=torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext(),
-               flops_per_token=model.estimate_flops_per_token(), peak=peak_flops(device, amp_dtype or torch.float32),
+               flops_per_token=model.estimate_flops_per_token(), peak=peak,
                last_checkpoint=str(resume_from) if resume_from else None)
 
 
