@@ -131,7 +131,7 @@ def test_min_new_tokens_holds_the_separator_back():
 
 def test_api_generate_and_cli_agree(capsys, tiny_run):
     llm = LLMInference(tiny_run, device="cpu")
-    text = llm.generate("The model", max_length=20, temperature=0)
+    text = llm.generate("The model", max_new_tokens=20, temperature=0)
     ids, _ = llm.generate_tokens(llm.encode_prompt("The model"), 20, temperature=0)
     assert llm.encode_prompt("The model")[0] == llm.eot_id
     assert text == llm.tok.decode(ids)
@@ -141,15 +141,29 @@ def test_api_generate_and_cli_agree(capsys, tiny_run):
         r = json.loads(capsys.readouterr().out)
         assert r["completion"] == text and r["tokens"] == len(ids)
     # the same seed gives the same sample
-    a = llm.generate("The model", max_length=20, seed=3)
-    assert a == llm.generate("The model", max_length=20, seed=3)
+    a = llm.generate("The model", max_new_tokens=20, seed=3)
+    assert a == llm.generate("The model", max_new_tokens=20, seed=3)
+
+
+def test_max_length_is_the_former_name_of_max_new_tokens(tiny_run):
+    """The README's old call llm.generate(..., max_length=N) still gives N new tokens (not N in all)."""
+    llm = LLMInference(tiny_run, device="cpu")
+    prompt = "The model reads tokens from shards"
+    new = llm.generate(prompt, max_new_tokens=12, temperature=0, min_new_tokens=12)
+    with pytest.warns(DeprecationWarning, match="means max_new_tokens=N"):
+        old = llm.generate(prompt, max_length=12, temperature=0, min_new_tokens=12)
+    assert old == new
+    ids, _ = llm.generate_tokens(llm.encode_prompt(prompt), 12, temperature=0, min_new_tokens=12)
+    assert len(ids) == 12 and llm.tok.decode(ids) == new
+    with pytest.raises(TypeError, match="not both"):
+        llm.generate(prompt, max_new_tokens=5, max_length=5)
 
 
 def test_batch_to_json_and_jsonl(capsys, tmp_path, tiny_run):
     prompts = ["The model", "loss falls", "shards and"]
     (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n\n", encoding="utf-8")
     llm = LLMInference(tiny_run, device="cpu")
-    expected = [llm.generate(p, max_length=8, temperature=0) for p in prompts]
+    expected = [llm.generate(p, max_new_tokens=8, temperature=0) for p in prompts]
     for name in ("out.jsonl", "out.json"):
         out = tmp_path / name
         assert main([str(tiny_run), "--prompts", str(tmp_path / "prompts.txt"), "--output", str(out),

@@ -115,3 +115,10 @@ def test_memory_stays_flat_over_100k_random_batches(tmp_path):
     assert anon1 - anon0 < 2048, "private memory grew"
     # without madvise the touched pages of the 32 MiB of shards would all count (~32,000 KiB)
     assert file1 - file0 < 2 * release // 1024, "mapped pages were not released"
+
+
+def test_window_count_is_the_loaders(tmp_path):
+    assert [shards.window_count(n, 4) for n in (0, 1, 4, 5, 8, 9, 10)] == [0, 0, 0, 1, 1, 2, 2]
+    manifest = write_dataset(tmp_path, [10, 3, 9, 5])
+    w = TokenWindows(tmp_path, manifest, "train", seq_len=4)
+    assert w.counts.tolist() == [2, 2, 1]  # the 3-token shard holds none

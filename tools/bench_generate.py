@@ -34,7 +34,7 @@ def bench(preset: str, vocab_size: int, context: int, new_tokens: int, batch_siz
     cfg.vocab_size = vocab_size
     torch.manual_seed(0)
     model = GPT(cfg).to(device).eval()
-    shape = dict(model=model, batch_size=batch_size, context_len=context, new_tokens=new_tokens)
+    shape = dict(model=model, batch_size=batch_size, prompt_len=context, new_tokens=new_tokens)
     measure_decode(model, batch_size, min(context, 16), 2, use_kv_cache=True)  # warm-up
     measure_decode(model, batch_size, min(context, 16), 2, use_kv_cache=False)
     cached = best_of(repeats, use_kv_cache=True, **shape)

@@ -50,7 +50,7 @@ class TokenWindows:
         counts = []
         for entry in shards.split_shards(manifest, split):
             tokens = shards.open_tokens(data_dir, entry, manifest["dtype"])
-            n = max(0, (len(tokens) - 1) // seq_len)
+            n = shards.window_count(len(tokens), seq_len)
             if n == 0:
                 continue
             if isinstance(tokens.base, mmap.mmap):
