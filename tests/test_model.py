@@ -88,10 +88,25 @@ def test_cached_chunk_logits_match_full_forward():
     torch.testing.assert_close(torch.cat([a, b], dim=1), full, rtol=1e-5, atol=1e-5)
 
 
-def test_flops_per_token():
-    model = GPT(tiny())
-    c = model.cfg
-    assert model.estimate_flops_per_token() == 6 * model.num_params() + 12 * c.n_layers * c.d_model * c.seq_len
+@pytest.mark.parametrize("opts", [{}, {"rope": True, "swiglu": True, "rmsnorm": True, "bias": False}])
+def test_flops_per_token_against_a_count_of_the_matmuls(opts):
+    """PyTorch's FlopCounterMode counts the matmul FLOPs of a real forward and backward (attention through
+    the math SDPA backend, whose matmuls it sees; it counts the full T x T scores, as the estimate does).
+    The estimate also charges 6 FLOPs per token to every 1-D parameter (norm gains, biases), which
+    multiply no matrix: that is the only difference."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = GPT(tiny(**opts))
+    B, T = 3, model.cfg.seq_len
+    idx = torch.randint(0, 97, (B, T))
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        _, loss = model(idx, idx)
+        loss.backward()
+    vector_params = sum(p.numel() for p in model.parameters() if p.dim() == 1)
+    assert counter.get_total_flops() > 0
+    assert counter.get_total_flops() == B * T * (model.estimate_flops_per_token() - 6 * vector_params)
 
 
 @pytest.mark.parametrize("name, half, tf32", [
