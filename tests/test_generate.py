@@ -203,3 +203,17 @@ def test_errors_are_one_line(capsys, tmp_path, tiny_run):
     assert "name the file .json" in capsys.readouterr().err
     assert main([str(tiny_run), "--top-p", "1.5"]) == 2
     assert capsys.readouterr().err == "error: --top-p must be in (0, 1], got 1.5\n"
+
+
+def test_damaged_weights_are_refused_naming_the_file(capsys, tmp_path, tiny_run):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    weights = run / "checkpoints" / "step_00000001" / "model.safetensors"
+    with open(weights, "r+b") as f:  # one flipped bit in the weights' data
+        f.seek(weights.stat().st_size // 2)
+        byte = f.read(1)[0]
+        f.seek(-1, 1)
+        f.write(bytes([byte ^ 4]))
+    assert main([str(run), "--prompt", "x", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {weights} does not match the sha256 recorded when the checkpoint was written")

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import torch
 
 import shards
 from tests.conftest import build_dataset, sample_texts
-from train.checkpoint import find_checkpoint, load_model
+from train.checkpoint import CheckpointError, find_checkpoint, load_model
 from train.config import Config, ConfigError, load_config
 from train.optim import get_lr
 from train.trainer import TrainingError, train
@@ -227,3 +228,97 @@ def test_sigterm_checkpoints_and_exits_cleanly(tiny_dataset, tmp_path):
     assert "stopped by signal 15; continue with --resume" in out
     last = max(losses(run))
     assert find_checkpoint(run).name == f"step_{last:08d}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# damaged or missing checkpoints: never trained on, never a silent restart
+
+def flip_bit(path: Path, offset: int) -> None:
+    """Flip the lowest bit of the byte at ``offset`` of a real file, in place."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([byte ^ 1]))
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def one_record_per_step(run: Path) -> bool:
+    keys = [(r["type"], r["step"]) for r in records(run)]
+    return len(keys) == len(set(keys))
+
+
+LONG = TINY + ["training.max_steps=30", "training.checkpoint_interval=10", "training.keep_checkpoints=3"]
+
+
+@pytest.fixture(scope="module")
+def run_30(tiny_dataset, tmp_path_factory) -> Path:
+    """A finished 30-step run with checkpoints at steps 10, 20, 30 (copy it before changing it)."""
+    run = tmp_path_factory.mktemp("run30") / "run"
+    train(load_config("demo", LONG), tiny_dataset, run)
+    return run
+
+
+def test_a_missing_newest_checkpoint_falls_back_to_the_previous_one(tiny_dataset, tmp_path, capsys, run_30):
+    run = tmp_path / "run"
+    shutil.copytree(run_30, run)
+    shutil.rmtree(run / "checkpoints" / "step_00000030")  # `latest` still names it
+    capsys.readouterr()
+    train(load_config("demo", LONG), tiny_dataset, run)
+    out = capsys.readouterr().out
+    assert "checkpoint step_00000030 passed over: " in out and "names step_00000030, which is missing" in out
+    assert "falling back to step_00000020" in out and "step_00000020 (step 20, " in out
+    assert losses(run) == losses(run_30) and one_record_per_step(run)  # steps 21..30 trained again, once
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == [f"step_000000{s}0" for s in (1, 2, 3)]
+
+
+def test_a_flipped_bit_in_the_optimizer_state_is_caught_and_the_run_falls_back(tiny_dataset, tmp_path, capsys,
+                                                                              run_30):
+    run = tmp_path / "run"
+    shutil.copytree(run_30, run)
+    # as a run killed between its checkpoints at steps 20 and 30 leaves it
+    shutil.rmtree(run / "checkpoints" / "step_00000030")
+    (run / "checkpoints" / "latest").write_text("step_00000020\n")
+    damaged = run / "checkpoints" / "step_00000020" / "trainer_state.pt"
+    flip_bit(damaged, damaged.stat().st_size // 2)  # inside the AdamW moments
+    capsys.readouterr()
+    train(load_config("demo", LONG), tiny_dataset, run)
+    out = capsys.readouterr().out
+    assert f"{damaged} does not match the sha256 recorded when the checkpoint was written" in out
+    assert f"moved to {run / 'checkpoints' / 'damaged_step_00000020'}" in out
+    assert "falling back to step_00000010" in out
+    assert losses(run) == losses(run_30) and one_record_per_step(run)
+    # step 20 was written afresh, not kept damaged
+    assert sorted(p.name for p in (run / "checkpoints").glob("*step_*")) == [
+        "damaged_step_00000020", "step_00000010", "step_00000020", "step_00000030"]
+    load_model(run / "checkpoints" / "step_00000020")
+
+
+def test_no_usable_checkpoint_is_a_refusal_not_a_restart(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    train(load_config("demo", TINY + ["training.max_steps=20", "training.checkpoint_interval=10"]), tiny_dataset, run)
+    for step in (10, 20):
+        weights = run / "checkpoints" / f"step_{step:08d}" / "model.safetensors"
+        flip_bit(weights, weights.stat().st_size - 3)
+    with pytest.raises(CheckpointError, match=r"refusing to start .* from scratch: it holds checkpoints, but none "
+                                              r"is usable \(step_00000020: .*model.safetensors does not match"):
+        train(load_config("demo", TINY + ["training.max_steps=30"]), tiny_dataset, run)
+    assert (run / "checkpoints" / "step_00000010").is_dir() and max(losses(run)) == 20
+
+
+def test_a_checkpoint_without_checksums_that_does_not_parse_is_named(tiny_dataset, tmp_path, capsys):
+    """A checkpoint from before checksums (checksums.json absent) loads unverified; a truncated file in
+    it is an error naming the file, never PyTorch's advice to load with weights_only=False."""
+    run = tmp_path / "run"
+    train(load_config("demo", TINY + ["training.max_steps=10"]), tiny_dataset, run)
+    ckpt = run / "checkpoints" / "step_00000010"
+    (ckpt / "checksums.json").unlink()
+    with open(ckpt / "trainer_state.pt", "r+b") as f:
+        f.truncate(f.seek(0, 2) // 2)
+    with pytest.raises(CheckpointError) as e:
+        train(load_config("demo", TINY + ["training.max_steps=20"]), tiny_dataset, run)
+    assert str(e.value).startswith(f"{ckpt / 'trainer_state.pt'} cannot be read") and "weights_only" not in str(e.value)
+    assert "has no checksums.json" in capsys.readouterr().out

@@ -330,7 +330,7 @@ def setup(cfg: Config, data_dir: Path, run_dir: Path, resume: bool, cleanup: con
     cfg.model.vocab_size = int(manifest["vocab_size"])
     data_fp, tok_fp = shards.dataset_fingerprint(manifest), manifest["tokenizer_sha256"]
     tokens_per_step, max_steps = steps_for(cfg, d.world_size)
-    resume_from = resume_point(cfg, data_dir, run_dir, data_fp, tok_fp, resume, say)
+    resume_from = on_rank0(d, lambda: resume_point(cfg, data_dir, run_dir, data_fp, tok_fp, resume, say))
 
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     if device.type == "cuda":
@@ -365,13 +365,25 @@ def setup(cfg: Config, data_dir: Path, run_dir: Path, resume: bool, cleanup: con
 
 def resume_point(cfg: Config, data_dir: Path, run_dir: Path, data_fp: str, tok_fp: str, resume: bool,
                  say) -> Path | None:
-    """The newest complete checkpoint of ``run_dir``, checked against this data and config, or None."""
-    try:
-        ckpt_dir = ckpt.find_checkpoint(run_dir, "latest")
-    except ckpt.CheckpointError:
+    """The checkpoint of ``run_dir`` to continue from, checked against this data and config; None for a
+    new run. Falls back past a missing or damaged newest checkpoint to the newest intact one, saying so;
+    refuses (CheckpointError) when checkpoints are there but none is usable. Runs on rank 0 only."""
+    ckpt_dir, passed_over = ckpt.resume_checkpoint(run_dir)
+    if ckpt_dir is None:
         if resume:
             say(f"--resume: no checkpoint in {run_dir}, starting from scratch")
         return None
+    for path, problem in passed_over:
+        note = f"checkpoint {path.name} passed over: {problem}"
+        if path.is_dir() and path.name > ckpt_dir.name:  # newer: renamed, so that saving its step again
+            note += f"; moved to {ckpt.set_aside(path)}"  # writes a fresh one instead of keeping it
+        say(note)
+    if passed_over:
+        ckpt.point_latest(ckpt_dir)
+        say(f"falling back to {ckpt_dir.name}, the newest intact checkpoint; the steps after it are trained again")
+    if ckpt.recorded_checksums(ckpt_dir) is None:
+        say(f"note: {ckpt_dir} has no {ckpt.CHECKSUMS_NAME} (written before checkpoints recorded checksums); "
+            f"resuming from it unverified")
     state = ckpt.read_state(ckpt_dir)
     for what, saved, now in (("dataset", state["dataset_fingerprint"], data_fp),
                              ("tokenizer", state["tokenizer_fingerprint"], tok_fp)):
@@ -380,12 +392,33 @@ def resume_point(cfg: Config, data_dir: Path, run_dir: Path, data_fp: str, tok_f
                 f"refusing to resume {run_dir}: its checkpoint {ckpt_dir.name} was trained on {what} "
                 f"fingerprint {saved}, but {data_dir} has {what} fingerprint {now}. Use the original "
                 f"dataset, or start a new run with a different --out")
-    saved_model = json.loads((ckpt_dir / ckpt.CONFIG_NAME).read_text())["model"]
+    saved_model = ckpt.read_config(ckpt_dir)["model"]
     diff = {k: (v, getattr(cfg.model, k)) for k, v in saved_model.items() if getattr(cfg.model, k) != v}
     if diff:
         raise TrainingError(f"refusing to resume {run_dir}: the model config differs from its checkpoint "
                             f"(key: (checkpoint, now)) {diff}; use the same --config/--set, or a new --out")
     return ckpt_dir
+
+
+def on_rank0(d: Dist, fn: Callable[[], object]):
+    """``fn()`` on rank 0 alone (it reads or writes the run directory), its result handed to every rank.
+    An error it raises is raised on every rank: one left waiting in a collective would hang."""
+    result = error = None
+    if d.main:
+        try:
+            result = fn()
+        except Exception as e:  # re-raised below, on this rank as it is
+            error = e
+    if d.world_size > 1:
+        known = (ckpt.CheckpointError, TrainingError, ConfigError, shards.DatasetError)
+        box = [result, None if error is None else (error if isinstance(error, known) else
+                                                    TrainingError(f"rank 0 failed: {type(error).__name__}: {error}"))]
+        dist.broadcast_object_list(box, src=0)
+        if not d.main:
+            result, error = box
+    if error is not None:
+        raise error
+    return result
 
 
 def dry_run_report(run: Run) -> dict:
@@ -583,15 +616,15 @@ def save(run: Run, state: TrainState, is_best: bool) -> None:
     if d.world_size > 1:
         rngs = [None] * d.world_size
         dist.all_gather_object(rngs, ckpt.rng_state())
-    if d.main:
+
+    def write() -> str:
         saved = {**state.state_dict(), "loader": run.loader.state_dict(), "dataset_fingerprint": run.data_fp,
                  "tokenizer_fingerprint": run.tok_fp, "eot_id": run.manifest["eot_id"], "precision": run.precision,
                  "world_size": d.world_size}
-        path = ckpt.save_checkpoint(run.run_dir, state.step, run.model, run.optimizer, run.scaler, saved,
-                                    run.cfg.to_dict(), rngs, run.cfg.training.keep_checkpoints, is_best)
-        run.last_checkpoint = str(path)
-    if d.world_size > 1:
-        dist.barrier()
+        return str(ckpt.save_checkpoint(run.run_dir, state.step, run.model, run.optimizer, run.scaler, saved,
+                                        run.cfg.to_dict(), rngs, run.cfg.training.keep_checkpoints, is_best))
+    # no rank runs ahead of the checkpoint, and all of them learn where it is (or why it failed)
+    run.last_checkpoint = on_rank0(d, write)
 
 
 def summarize(run: Run, state: TrainState, last_loss: float | None, stop_reason: str) -> dict:
