@@ -322,3 +322,33 @@ def test_a_checkpoint_without_checksums_that_does_not_parse_is_named(tiny_datase
         train(load_config("demo", TINY + ["training.max_steps=20"]), tiny_dataset, run)
     assert str(e.value).startswith(f"{ckpt / 'trainer_state.pt'} cannot be read") and "weights_only" not in str(e.value)
     assert "has no checksums.json" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------
+# metrics.jsonl after a failure: one record per step, whatever was on disk
+
+def test_a_half_written_last_line_does_not_stop_the_resume(tiny_dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(load_config("demo", TINY + ["training.max_steps=10", "training.checkpoint_interval=10"]), tiny_dataset, run)
+    line = json.dumps({"type": "train", "step": 11, "loss": 3.25, "lr": 0.001})
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(line[: len(line) // 2])  # the process died in the middle of this write
+    capsys.readouterr()
+    train(load_config("demo", TINY + ["training.max_steps=12", "training.checkpoint_interval=10"]), tiny_dataset, run)
+    assert "metrics.jsonl: dropped 1 line(s) that are not JSON records (line 12)" in capsys.readouterr().out
+    assert sorted(losses(run)) == list(range(1, 13)) and one_record_per_step(run)
+
+
+@pytest.mark.slow
+def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(tiny_dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(cli(tiny_dataset, run, "training.max_steps=1000", "training.checkpoint_interval=1000"),
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: (run / "metrics.jsonl").exists() and len(losses(run)) >= 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL and not (run / "checkpoints" / "latest").exists()
+    with open(run / "metrics.jsonl", "r+b") as f:  # and its last write was cut short
+        f.truncate(f.seek(0, 2) - 20)
+    train(load_config("demo", TINY + ["training.max_steps=6"]), tiny_dataset, run)
+    assert [r["step"] for r in records(run) if r["type"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert one_record_per_step(run)

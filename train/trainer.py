@@ -165,16 +165,45 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
-class Metrics:
-    """``RUN/metrics.jsonl`` (one JSON object per line), plus TensorBoard and W&B when enabled."""
+def keep_metrics(path: Path, last_step: int) -> list[str]:
+    """Rewrite ``path`` (metrics.jsonl) to one record per (type, step) for the steps up to ``last_step``,
+    the checkpoint a run continues from (0 for a new run): what a killed run logged after it is trained
+    and logged again. Lines that do not parse (a write cut short by a crash) are dropped; of repeated
+    records the last is kept. Returns notes on the lines dropped as unreadable."""
+    if not path.exists():
+        return []
+    kept: dict[tuple[str, int], str] = {}
+    unreadable = []
+    for n, line in enumerate(path.read_bytes().decode("utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            key = (str(record["type"]), int(record["step"]))
+        except (ValueError, KeyError, TypeError):
+            unreadable.append(n)
+            continue
+        if key[1] <= last_step:
+            kept.pop(key, None)  # a repeat replaces the earlier record and takes its place in the order
+            kept[key] = line
+    shards.atomic_write_bytes(path, "".join(line + "\n" for line in kept.values()).encode("utf-8"))
+    if not unreadable:
+        return []
+    return [f"{path}: dropped {len(unreadable)} line(s) that are not JSON records (line "
+            f"{', '.join(map(str, unreadable[:5]))}{', ...' if len(unreadable) > 5 else ''}); a write cut short "
+            f"when the previous run stopped leaves one"]
 
-    def __init__(self, run_dir: Path, cfg: Config, resume_step: int | None):
+
+class Metrics:
+    """``RUN/metrics.jsonl`` (one JSON object per line), plus TensorBoard and W&B when enabled.
+
+    Opened at ``start_step`` (the checkpoint resumed from, 0 for a new run): the file then holds exactly
+    one record per step logged up to it (see :func:`keep_metrics`)."""
+
+    def __init__(self, run_dir: Path, cfg: Config, start_step: int, say=print):
         self.path = run_dir / METRICS_NAME
-        if resume_step is not None and self.path.exists():
-            # drop what a killed run logged after its last checkpoint: those steps are trained again
-            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resume_step]
-            shards.atomic_write_bytes(self.path, "".join(line + "\n" for line in kept).encode("utf-8"))
+        for note in keep_metrics(self.path, start_step):
+            say(note)
         self.file = open(self.path, "a", encoding="utf-8")
         self.tb = self.wandb = None
         if cfg.logging.tensorboard:
@@ -459,7 +488,7 @@ def open_run_dir(run: Run, state: TrainState) -> Metrics:
     run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / ckpt.CONFIG_NAME).write_text(json.dumps(run.cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
     shutil.copyfile(run.data_dir / shards.TOKENIZER_NAME, run.run_dir / shards.TOKENIZER_NAME)
-    return Metrics(run.run_dir, run.cfg, state.step if run.resume_from else None)
+    return Metrics(run.run_dir, run.cfg, state.step, run.say)
 
 
 # ---------------------------------------------------------------------------------------------------
