@@ -203,6 +203,16 @@ def test_errors_are_one_line(capsys, tmp_path, tiny_run):
     assert "name the file .json" in capsys.readouterr().err
     assert main([str(tiny_run), "--top-p", "1.5"]) == 2
     assert capsys.readouterr().err == "error: --top-p must be in (0, 1], got 1.5\n"
+    assert main([str(tiny_run), "--temperature", "nan"]) == 2
+    assert capsys.readouterr().err == "error: --temperature must be a finite number >= 0 (0 = greedy), got nan\n"
+    assert main([str(tiny_run), "--device", "gpu"]) == 2
+    assert capsys.readouterr().err == "error: --device 'gpu' is not a device; use auto, cpu, cuda or cuda:N\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where CUDA is missing")
+def test_device_cuda_without_cuda_is_an_error(capsys, tiny_run):
+    assert main([str(tiny_run), "--prompt", "x", "--device", "cuda"]) == 2
+    assert capsys.readouterr().err.startswith("error: --device cuda: no CUDA GPU is visible to PyTorch here")
 
 
 def test_damaged_weights_are_refused_naming_the_file(capsys, tmp_path, tiny_run):

@@ -1,4 +1,5 @@
 """The trainer end to end on a tiny dataset: config, CLI, exact resume after kill -9, signals, refusals."""
+import dataclasses
 import json
 import math
 import os
@@ -54,6 +55,56 @@ def test_overrides_coerce_and_reject_unknown_keys():
         load_config(None, ["model.vocab_size=100"])
     with pytest.raises(ConfigError, match="presets: 75m_dolma, default, demo, small"):
         load_config("nope")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["training.lr=-1"], "training.lr=-1.0: must be a finite number >= 0"),
+    (["training.lr=nan"], "training.lr=nan: must be a finite number >= 0"),
+    (["model.dropout=2"], "model.dropout=2.0: must be a number in [0, 1)"),
+    (["training.beta1=1.5"], "training.beta1=1.5: must be a number in [0, 1)"),
+    (["training.seed=-1"], "training.seed=-1: must be an integer in [0, 9223372036854775807]"),
+    (["training.warmup_steps=-10"], "training.warmup_steps=-10: must be an integer >= 0"),
+    (["training.eval_interval=-1"], "training.eval_interval=-1: must be an integer >= 0"),
+    (["training.keep_checkpoints=-1"], "training.keep_checkpoints=-1: must be an integer >= 1"),
+    (["data.prefetch=-1"], "data.prefetch=-1: must be an integer >= 1"),
+    (["training.min_lr_ratio=-3", "training.weight_decay=-1"],
+     "2 config values are invalid:\n  training.min_lr_ratio=-3.0: must be a number in [0, 1]\n"
+     "  training.weight_decay=-1.0: must be a finite number >= 0"),
+    (["model.rope=true", "model.d_model=66", "model.n_heads=2"],
+     "model.rope=true needs an even head size, but model.d_model / model.n_heads = 33; change one of them"),
+])
+def test_out_of_range_values_are_one_message_per_key(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        load_config("demo", overrides)
+    assert str(e.value) == message
+
+
+def test_every_config_key_has_a_range_rule():
+    """A new config field needs its row in train/config.py's RULES."""
+    from train.config import RULES
+    cfg = Config()
+    keys = {f"{section}.{f.name}" for section in ("model", "training", "data", "logging")
+            for f in dataclasses.fields(getattr(cfg, section))}
+    assert keys == set(RULES)
+    cfg.validate()  # the defaults are valid, and so is every preset
+    for name in ("demo", "small", "75m_dolma", "default"):
+        load_config(name)
+
+
+def test_cli_mistakes_are_one_line_errors(tiny_dataset, tmp_path, capsys):
+    from train.__main__ import main
+    (tmp_path / "latin1.json").write_bytes('{"model": {"n_layers": 2}} # caf\xe9'.encode("latin-1"))
+    cases = [(["--config", str(tmp_path)], f"--config {tmp_path}: {tmp_path} is a directory"),
+             (["--config", str(tmp_path / "latin1.json")], f"{tmp_path / 'latin1.json'} is not UTF-8 text"),
+             (["--set", "training.lr=nan"], "training.lr=nan: must be a finite number >= 0"),
+             (["--out", str(tiny_dataset)], f"--out {tiny_dataset} is the dataset directory")]
+    for args, message in cases:
+        argv = ["--data", str(tiny_dataset), "--out", str(tmp_path / "run")] + args
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 1 and err.startswith(f"error: {message}"), err
+    assert not (tiny_dataset / ".lock").exists() and not (tiny_dataset / "checkpoints").exists()
 
 
 def test_presets_load_and_round_trip():

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -171,9 +172,22 @@ class TextStream:
 # the Python API
 
 def pick_device(device: str | None) -> torch.device:
+    """``auto`` (or None): the GPU when CUDA sees one, else the CPU; otherwise the named device, which must
+    exist here (ValueError saying what to use instead)."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        picked = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if picked.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA GPU is visible to PyTorch here; use --device cpu "
+                             f"(or auto)")
+        if picked.index is not None and picked.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: there are {torch.cuda.device_count()} CUDA GPUs "
+                             f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    return picked
 
 
 class LLMInference:
@@ -373,14 +387,14 @@ def check_args(args) -> None:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if not 0 <= args.min_new_tokens <= args.max_new_tokens:
         raise ValueError(f"--min-new-tokens must be between 0 and --max-new-tokens, got {args.min_new_tokens}")
-    if args.temperature < 0:
-        raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise ValueError(f"--temperature must be a finite number >= 0 (0 = greedy), got {args.temperature}")
     if args.top_k < 0:
         raise ValueError(f"--top-k must be >= 0, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
-    if args.repetition_penalty <= 0:
-        raise ValueError(f"--repetition-penalty must be positive, got {args.repetition_penalty}")
+    if not math.isfinite(args.repetition_penalty) or args.repetition_penalty <= 0:
+        raise ValueError(f"--repetition-penalty must be a finite number > 0, got {args.repetition_penalty}")
     if args.output and not args.prompts:
         raise ValueError("--output goes with --prompts FILE")
     if args.output:

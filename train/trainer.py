@@ -344,8 +344,19 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, resume: bool =
         return fit(run, state, metrics)
 
 
+def check_dirs(data_dir: Path, run_dir: Path) -> None:
+    """The run directory must not be the dataset directory (the run writes config.json, tokenizer.json
+    and checkpoints/ into it)."""
+    if Path(run_dir).resolve() == Path(data_dir).resolve():
+        raise ConfigError(f"--out {run_dir} is the dataset directory (--data {data_dir}); the run would write its "
+                          f"config.json, tokenizer.json and checkpoints/ among the shards. Use another --out, "
+                          f"e.g. runs/NAME")
+
+
 def setup(cfg: Config, data_dir: Path, run_dir: Path, resume: bool, cleanup: contextlib.ExitStack) -> Run:
     """Join the process group, open the data, find the checkpoint to continue from, build the model."""
+    cfg.validate()
+    check_dirs(data_dir, run_dir)
     t = cfg.training
     d, owns_group = setup_distributed("cuda" if t.device == "cuda" or
                                       (t.device == "auto" and torch.cuda.is_available()) else "cpu")
