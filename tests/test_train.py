@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +18,7 @@ import shards
 from tests.conftest import build_dataset, sample_texts
 from train.checkpoint import CheckpointError, find_checkpoint, load_model
 from train.config import Config, ConfigError, load_config
+from train.loader import Loader
 from train.optim import get_lr
 from train.trainer import TrainingError, train
 
@@ -403,3 +405,18 @@ def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(tiny_datas
     train(load_config("demo", TINY + ["training.max_steps=6"]), tiny_dataset, run)
     assert [r["step"] for r in records(run) if r["type"] == "train"] == [1, 2, 3, 4, 5, 6]
     assert one_record_per_step(run)
+
+
+def test_a_token_id_beyond_the_vocabulary_stops_the_run_naming_the_shard(copy_dataset, tmp_path):
+    data = copy_dataset()
+    manifest = shards.load_manifest(data)
+    loader = Loader(data, manifest, 32, 4, seed=1337)
+    window = int(loader.windows_for(0, 0)[0][2])  # one the first batch reads
+    k = int(np.searchsorted(loader.windows.first, window, side="right") - 1)
+    damaged, offset = loader.windows.files[k], (window - int(loader.windows.first[k])) * 32 + 7
+    with open(damaged, "r+b") as f:
+        f.seek(offset * 2)
+        f.write(np.array([60000], dtype="<u2").tobytes())
+    with pytest.raises(shards.DatasetError, match=rf"{damaged} holds token id 60000 at token {offset:,}, but the "
+                                                  rf"vocabulary has 300 ids .*inspect_shards.py verify {data}"):
+        train(load_config("demo", TINY + ["training.max_steps=5"]), data, tmp_path / "run")
