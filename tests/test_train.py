@@ -16,7 +16,7 @@ import torch
 
 import shards
 from tests.conftest import build_dataset, sample_texts
-from train.checkpoint import CheckpointError, find_checkpoint, load_model
+from train.checkpoint import TRAINING_FILES, CheckpointError, find_checkpoint, load_model, verify
 from train.config import Config, ConfigError, load_config
 from train.loader import Loader
 from train.optim import get_lr
@@ -420,3 +420,50 @@ def test_a_token_id_beyond_the_vocabulary_stops_the_run_naming_the_shard(copy_da
     with pytest.raises(shards.DatasetError, match=rf"{damaged} holds token id 60000 at token {offset:,}, but the "
                                                   rf"vocabulary has 300 ids .*inspect_shards.py verify {data}"):
         train(load_config("demo", TINY + ["training.max_steps=5"]), data, tmp_path / "run")
+
+
+# ---------------------------------------------------------------------------------------------------
+# a full disk: a real filesystem of a few MB, mounted for the test
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 2400 KiB tmpfs: room for a tiny run's files and one of its checkpoints (1.5 MB), not two."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2400k", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount
+    done = subprocess.run(["umount", str(mount)], capture_output=True, text=True)
+    assert done.returncode == 0, f"{done.stderr.strip()}: a file on it is still open"
+
+
+def test_a_full_disk_while_checkpointing_names_the_space_and_keeps_the_last_checkpoint(tiny_dataset, small_fs):
+    run = small_fs / "run"
+    cfg = load_config("demo", TINY + ["training.max_steps=20", "training.checkpoint_interval=5",
+                                      "training.eval_interval=0", "training.keep_checkpoints=3"])
+    with pytest.raises(CheckpointError) as e:
+        train(cfg, tiny_dataset, run)
+    message = str(e.value)
+    root = run / "checkpoints"
+    assert message.startswith(f"no space left on the filesystem of {root} for checkpoint step_00000010: "
+                              f"it needs about 1.4 MiB, ")
+    assert "training.keep_checkpoints=3" in message and "it resumes from step_00000005, which is intact" in message
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_00000005"]  # no partial directory left
+    verify(root / "step_00000005", TRAINING_FILES)
+    assert find_checkpoint(run).name == "step_00000005"
+
+
+def test_a_full_disk_while_logging_is_named(tiny_dataset, small_fs):
+    run = small_fs / "run"
+    run.mkdir()
+    free = shutil.disk_usage(small_fs).free
+    (small_fs / "filler").write_bytes(b"\0" * (free - 16 * 1024))  # leaves room for the run's files and a few lines
+    cfg = load_config("demo", TINY + ["training.max_steps=400", "training.checkpoint_interval=1000",
+                                      "training.eval_interval=0"])
+    with pytest.raises(TrainingError, match=rf"cannot append to {run / 'metrics.jsonl'}: No space left on device. "
+                                            r"Free space on that filesystem"):
+        train(cfg, tiny_dataset, run)

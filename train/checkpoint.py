@@ -32,6 +32,7 @@ For other tools (generation, evaluation, export)::
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -146,13 +147,16 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer,
     final, tmp = root / name, root / f".tmp_{name}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         weights = {k: v.detach().contiguous().cpu() for k, v in clean_state_dict(unwrap(model).state_dict()).items()}
         save_file(weights, str(tmp / WEIGHTS_NAME), metadata={"step": str(step)})
-        torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else {}},
-                   tmp / TRAINER_STATE_NAME)
-        torch.save({"ranks": rng_states}, tmp / RNG_NAME)
+        # through files this function opens and closes: when a write fails (a full disk), torch.save given
+        # a path leaves its file open, holding the space of the deleted partial file
+        with open(tmp / TRAINER_STATE_NAME, "wb") as f:
+            torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else {}}, f)
+        with open(tmp / RNG_NAME, "wb") as f:
+            torch.save({"ranks": rng_states}, f)
         (tmp / STATE_NAME).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         digests = {f.name: shards.sha256_file(f) for f in sorted(tmp.iterdir())}
@@ -166,14 +170,55 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer,
             shutil.rmtree(tmp)
         else:
             os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, Exception):
+            _raise_if_out_of_space(e, root, name, checkpoint_bytes(model, optimizer), keep)
         raise
-    if is_best:
-        write_text_atomic(root / "best", name + "\n")
-    write_text_atomic(root / "latest", name + "\n")
+    try:
+        if is_best:
+            write_text_atomic(root / "best", name + "\n")
+        write_text_atomic(root / "latest", name + "\n")
+    except OSError as e:
+        _raise_if_out_of_space(e, root, name, 1 << 20, keep)
+        raise
     prune(root, keep)
     return final
+
+
+def checkpoint_bytes(model: torch.nn.Module, optimizer) -> int:
+    """About what one checkpoint takes on disk: the bytes of the weights and the optimizer state."""
+    n = sum(t.numel() * t.element_size() for t in unwrap(model).state_dict().values())
+    for per_param in optimizer.state_dict()["state"].values():
+        n += sum(v.numel() * v.element_size() for v in per_param.values() if torch.is_tensor(v))
+    return n
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _raise_if_out_of_space(error: Exception, root: Path, name: str, needed: int, keep: int) -> None:
+    """A CheckpointError saying how much space is needed and what to do, when ``error`` came from a full
+    disk: ENOSPC/EDQUOT, or (PyTorch and safetensors report it in their own words, e.g. "unexpected pos")
+    less free space than the checkpoint needs, measured after its partial files were removed."""
+    free = shutil.disk_usage(root).free
+    if not (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)) and free >= needed:
+        return
+    latest = _read_pointer(root, "latest")
+    resume = (f"it resumes from {latest}, which is intact" if latest else
+              "it starts again from step 0, as no checkpoint was complete yet")
+    raise CheckpointError(
+        f"no space left on the filesystem of {root} for checkpoint {name}: it needs about {_human_bytes(needed)}, "
+        f"{_human_bytes(free)} are free. Each checkpoint takes about that much; the run keeps "
+        f"training.keep_checkpoints={keep} of them plus the best, and writes the next before pruning. Free space "
+        f"there (other runs, damaged_step_* directories), lower training.keep_checkpoints, or move the run directory "
+        f"to a bigger disk, then rerun the same command: {resume}. "
+        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from error
 
 
 def prune(root: Path, keep: int) -> None:

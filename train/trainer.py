@@ -205,6 +205,7 @@ class Metrics:
         for note in keep_metrics(self.path, start_step):
             say(note)
         self.file = open(self.path, "a", encoding="utf-8")
+        self.failed = False
         self.tb = self.wandb = None
         if cfg.logging.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -224,8 +225,14 @@ class Metrics:
                                     config=cfg.to_dict())
 
     def log(self, record: dict) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as e:
+            self.failed = True
+            raise TrainingError(f"cannot append to {self.path}: {e.strerror or e}. Free space on that filesystem "
+                                f"(or fix its permissions), then rerun the same command: it resumes from the last "
+                                f"checkpoint") from None
         numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
         if self.tb is not None:
             for k, v in numbers.items():
@@ -234,7 +241,11 @@ class Metrics:
             self.wandb.log({f"{record['type']}/{k}": v for k, v in numbers.items()}, step=record["step"])
 
     def close(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError:
+            if not self.failed:  # a failed log() already said why; its unwritten line is lost, as reported
+                raise
         if self.tb is not None:
             self.tb.close()
         if self.wandb is not None:
