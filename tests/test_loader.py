@@ -135,8 +135,9 @@ def test_a_shard_damaged_after_the_build_is_named(tmp_path):
         f.write(np.array([65000], dtype="<u2").tobytes())
     w = TokenWindows(tmp_path, manifest, "train", seq_len=8)
     window = int(w.first[1]) + 100 // 8  # the window holding it
-    with pytest.raises(shards.DatasetError, match=rf"{damaged} holds token id 65000 at token 100, but the vocabulary "
-                                                  rf"has 1,000 ids .* `python tools/inspect_shards.py verify {tmp_path}`"):
+    with pytest.raises(shards.DatasetError, match=rf"{damaged} holds token id 65000 at token 100, but the "
+                                                  rf"vocabulary has 1,000 ids .* `python tools/inspect_shards.py "
+                                                  rf"verify {tmp_path}`"):
         w.gather(np.array([0, window, 1]), out)
     with open(damaged, "r+b") as f:  # and cut short: refused when opened, before any batch
         f.truncate(332 * 2)

@@ -161,7 +161,8 @@ class LLMEvaluator:
             raise EvaluationError(
                 f"{data_dir} was encoded with tokenizer {manifest['tokenizer_sha256'][:16]}…, but the model's "
                 f"tokenizer is {self.tokenizer_sha256[:16]}…; token ids would mean different things. Evaluate "
-                f"on a dataset built with the run's tokenizer.json (python -m preprocess --tokenizer RUN/tokenizer.json)")
+                f"on a dataset built with the run's tokenizer.json "
+                f"(python -m preprocess --tokenizer RUN/tokenizer.json)")
         return manifest
 
     @torch.inference_mode()
@@ -242,7 +243,8 @@ def print_report(r: dict) -> None:
     p, g = r["perplexity"], r["generation"]
     print(f"checkpoint {r['checkpoint']} (step {r.get('step', '?')}) on {r['dataset']} · {r['device']} · "
           f"{r['parameters']:,} parameters")
-    print(f"  val loss {p['loss']:.4f} nats/token · perplexity {p['perplexity']:.2f} · top-1 {p['top1_accuracy']:.2%} · "
+    print(f"  val loss {p['loss']:.4f} nats/token · perplexity {p['perplexity']:.2f} · "
+          f"top-1 {p['top1_accuracy']:.2%} · "
           f"top-5 {p['top5_accuracy']:.2%}  ({p['tokens']:,} tokens in {p['windows']:,} windows of {p['seq_len']})")
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     print(f"  generation on {g['prompts']} prompts: distinct-1 {fmt(g['distinct_1'])} · distinct-2 "

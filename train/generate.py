@@ -365,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--chat", action="store_true", help="interactive: type lines, the model replies")
     mode.add_argument("--prompts", type=Path, metavar="FILE",
                       help="a file of prompts (.txt one per line, .json list, .jsonl) to generate for in turn")
-    p.add_argument("--output", type=Path, metavar="FILE", help="with --prompts: write results to FILE.json or FILE.jsonl")
+    p.add_argument("--output", type=Path, metavar="FILE",
+                   help="with --prompts: write results to FILE.json or FILE.jsonl")
     p.add_argument("--which", choices=("best", "latest"), default="best", help="checkpoint of a run (default: best)")
     p.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate at most (default: 100)")
     p.add_argument("--min-new-tokens", type=int, default=0,
