@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -467,3 +468,21 @@ def test_a_full_disk_while_logging_is_named(tiny_dataset, small_fs):
     with pytest.raises(TrainingError, match=rf"cannot append to {run / 'metrics.jsonl'}: No space left on device. "
                                             r"Free space on that filesystem"):
         train(cfg, tiny_dataset, run)
+
+
+def test_any_error_mid_run_closes_the_loader_thread_and_the_metrics_file(copy_dataset, tmp_path):
+    """A val shard damaged after the build fails the first evaluation, in the main thread, while the
+    loader thread is running: both it and RUN/metrics.jsonl are closed on the way out."""
+    data = copy_dataset()
+    val = next(data / e["file"] for e in shards.load_manifest(data)["shards"] if e["split"] == "val")
+    with open(val, "r+b") as f:
+        f.write(np.full(200, 65000, dtype="<u2").tobytes())  # its first 200 tokens: every val window reads one
+    run = tmp_path / "run"
+    before = set(threading.enumerate())  # other tests may leave loaders of their own running
+    with pytest.raises(shards.DatasetError, match=rf"{val} holds token id 65000"):
+        train(load_config("demo", TINY + ["training.max_steps=20", "training.eval_interval=5"]), data, run)
+    assert max(losses(run)) == 5
+    assert not [t for t in set(threading.enumerate()) - before if t.name == "loader" and t.is_alive()]
+    if Path("/proc/self/fd").is_dir():  # Linux: this process's open files
+        open_files = [os.readlink(fd) for fd in Path("/proc/self/fd").iterdir() if fd.is_symlink()]
+        assert str(run / "metrics.jsonl") not in open_files
