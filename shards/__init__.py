@@ -457,6 +457,13 @@ def document_bounds(offsets: np.ndarray, n_tokens: int) -> tuple[np.ndarray, np.
     return starts, ends
 
 
+def window_count(n_tokens: int, seq_len: int) -> int:
+    """How many training windows a shard of ``n_tokens`` tokens holds: windows of ``seq_len + 1`` tokens
+    start every ``seq_len`` tokens (window ``j`` is ``tokens[j*seq_len : (j+1)*seq_len + 1]``), so every
+    token but the first is a target once; the tail too short for a whole window is dropped."""
+    return max(0, (n_tokens - 1) // seq_len)
+
+
 def iter_documents(directory: str | os.PathLike, entry: dict, dtype: str) -> Iterator[np.ndarray]:
     tokens = open_tokens(directory, entry, dtype)
     starts, ends = document_bounds(open_index(directory, entry), len(tokens))

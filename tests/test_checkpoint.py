@@ -1,4 +1,6 @@
 """Checkpoints: atomic under kill -9, retention, lookup, compiled/plain state dict round trip."""
+import hashlib
+import json
 import shutil
 import signal
 import subprocess
@@ -11,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from train.checkpoint import (CheckpointError, clean_state_dict, find_checkpoint, load_model, load_model_state,
-                              rng_state, save_checkpoint, unwrap)
+                              load_training_state, rng_state, save_checkpoint, unwrap)
 from train.config import Config
 from train.model import GPT, ModelConfig
 
@@ -89,3 +91,40 @@ def test_kill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path):
         assert model.tok_emb.weight[0, 0].item() == int(ckpt.name[len("step_"):])
         for name in ("trainer_state.pt", "rng.pt"):
             torch.load(ckpt / name, weights_only=True)
+
+
+def test_every_file_is_checksummed_and_checked_on_load(tmp_path):
+    model = GPT(CFG)
+    ckpt = save(tmp_path, 1, model)
+    shutil.copyfile(__file__, tmp_path / "tokenizer.json")
+    recorded = json.loads((ckpt / "checksums.json").read_text())["sha256"]
+    assert sorted(recorded) == ["config.json", "model.safetensors", "rng.pt", "state.json", "trainer_state.pt"]
+    assert all(recorded[name] == hashlib.sha256((ckpt / name).read_bytes()).hexdigest() for name in recorded)
+    load_model(ckpt)
+    weights = ckpt / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x10  # one bit of the last tensor's data: safetensors alone would load it
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"{weights} does not match the sha256 recorded"):
+        load_model(ckpt)
+
+
+def test_a_damaged_header_without_checksums_is_named_without_weights_only_advice(tmp_path):
+    model = GPT(CFG)
+    ckpt = save(tmp_path, 1, model)
+    shutil.copyfile(__file__, tmp_path / "tokenizer.json")
+    (ckpt / "checksums.json").unlink()  # as written before checksums were recorded
+    with pytest.warns(UserWarning, match="loading it unverified"):
+        load_model(ckpt)
+    weights = ckpt / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[8:16] = b"\xff" * 8  # the JSON header's first bytes
+    weights.write_bytes(bytes(data))
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError) as e:
+        load_model(ckpt)
+    assert str(e.value).startswith(f"{weights} cannot be read") and "weights_only" not in str(e.value)
+    with open(ckpt / "rng.pt", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(CheckpointError) as e:
+        load_training_state(ckpt, GPT(CFG), torch.optim.AdamW(GPT(CFG).parameters()), None, 0)
+    assert "cannot be read" in str(e.value) and "weights_only" not in str(e.value)

@@ -1,15 +1,27 @@
-"""DDP on CPU: 2 gloo processes x accumulation k log the losses of 1 process x accumulation 2k."""
+"""DDP on CPU: 2 gloo processes x accumulation k log the losses of 1 process x accumulation 2k; a signal
+to one rank stops both, at the next step where they synchronise."""
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.test_train import TINY, losses
+from tests.test_train import TINY, losses, wait_for
+from train.checkpoint import find_checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def launch(data, out, overrides, nproc=2) -> list[str]:
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+            "-m", "train", "--data", str(data), "--out", str(out), "--config", "demo"]
+    for o in overrides:
+        args += ["--set", o]
+    return args
 
 
 @pytest.mark.slow
@@ -34,4 +46,41 @@ def test_two_gloo_ranks_match_one_process_with_double_accumulation(tiny_dataset,
         assert math.isclose(ddp[step], one[step], rel_tol=1e-5), (step, ddp[step], one[step])
     evals = [[json.loads(line)["val_loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
               if json.loads(line)["type"] == "eval"] for name in ("ddp", "one")]
-    assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(*evals)) and len(evals[0]) == 2
+    assert len(evals[0]) == len(evals[1]) == 2
+    assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(*evals))
+
+
+def worker_pid(launcher_pid: int, rank: int) -> int | None:
+    """The pid of the torchrun worker with RANK=rank, found through /proc (Linux)."""
+    pending = [launcher_pid]
+    while pending:
+        pid = pending.pop()
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and pid != launcher_pid:
+            return pid
+        pending += [int(c) for c in children]
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the workers through Linux's /proc")
+def test_sigterm_to_one_rank_stops_both_at_the_next_log_step(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(launch(tiny_dataset, run, TINY + ["training.max_steps=100000", "training.log_interval=5",
+                                                              "training.eval_interval=0",
+                                                              "training.checkpoint_interval=100000"]),
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: (run / "metrics.jsonl").exists() and len(losses(run)) >= 2, proc, timeout=120)
+    rank1 = worker_pid(proc.pid, 1)
+    assert rank1 is not None
+    os.kill(rank1, signal.SIGTERM)  # rank 0 is not signalled: it learns of the stop from rank 1's flag
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "stopped by signal 15; continue with --resume" in out
+    last = max(losses(run))
+    assert last % 5 == 0  # the ranks agreed at a log step, and logged it
+    assert find_checkpoint(run).name == f"step_{last:08d}"

@@ -91,5 +91,5 @@ def test_refuses_a_dataset_with_another_tokenizer(capsys, tmp_path, tiny_run):  
 
 def test_speed_table_on_a_tiny_model(tiny_run):  # noqa: F811
     model, _, _ = load_model(tiny_run)
-    rows = speed_table(model, batch_sizes=(2,), context_lens=(8,), new_tokens=4, repeats=1)
+    rows = speed_table(model, batch_sizes=(2,), prompt_lens=(8,), new_tokens=4, repeats=1)
     assert len(rows) == 1 and rows[0]["batch_size"] == 2 and rows[0]["new_tokens"] == 4

@@ -131,7 +131,7 @@ def test_min_new_tokens_holds_the_separator_back():
 
 def test_api_generate_and_cli_agree(capsys, tiny_run):
     llm = LLMInference(tiny_run, device="cpu")
-    text = llm.generate("The model", max_length=20, temperature=0)
+    text = llm.generate("The model", max_new_tokens=20, temperature=0)
     ids, _ = llm.generate_tokens(llm.encode_prompt("The model"), 20, temperature=0)
     assert llm.encode_prompt("The model")[0] == llm.eot_id
     assert text == llm.tok.decode(ids)
@@ -141,15 +141,29 @@ def test_api_generate_and_cli_agree(capsys, tiny_run):
         r = json.loads(capsys.readouterr().out)
         assert r["completion"] == text and r["tokens"] == len(ids)
     # the same seed gives the same sample
-    a = llm.generate("The model", max_length=20, seed=3)
-    assert a == llm.generate("The model", max_length=20, seed=3)
+    a = llm.generate("The model", max_new_tokens=20, seed=3)
+    assert a == llm.generate("The model", max_new_tokens=20, seed=3)
+
+
+def test_max_length_is_the_former_name_of_max_new_tokens(tiny_run):
+    """The README's old call llm.generate(..., max_length=N) still gives N new tokens (not N in all)."""
+    llm = LLMInference(tiny_run, device="cpu")
+    prompt = "The model reads tokens from shards"
+    new = llm.generate(prompt, max_new_tokens=12, temperature=0, min_new_tokens=12)
+    with pytest.warns(DeprecationWarning, match="means max_new_tokens=N"):
+        old = llm.generate(prompt, max_length=12, temperature=0, min_new_tokens=12)
+    assert old == new
+    ids, _ = llm.generate_tokens(llm.encode_prompt(prompt), 12, temperature=0, min_new_tokens=12)
+    assert len(ids) == 12 and llm.tok.decode(ids) == new
+    with pytest.raises(TypeError, match="not both"):
+        llm.generate(prompt, max_new_tokens=5, max_length=5)
 
 
 def test_batch_to_json_and_jsonl(capsys, tmp_path, tiny_run):
     prompts = ["The model", "loss falls", "shards and"]
     (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n\n", encoding="utf-8")
     llm = LLMInference(tiny_run, device="cpu")
-    expected = [llm.generate(p, max_length=8, temperature=0) for p in prompts]
+    expected = [llm.generate(p, max_new_tokens=8, temperature=0) for p in prompts]
     for name in ("out.jsonl", "out.json"):
         out = tmp_path / name
         assert main([str(tiny_run), "--prompts", str(tmp_path / "prompts.txt"), "--output", str(out),
@@ -189,3 +203,27 @@ def test_errors_are_one_line(capsys, tmp_path, tiny_run):
     assert "name the file .json" in capsys.readouterr().err
     assert main([str(tiny_run), "--top-p", "1.5"]) == 2
     assert capsys.readouterr().err == "error: --top-p must be in (0, 1], got 1.5\n"
+    assert main([str(tiny_run), "--temperature", "nan"]) == 2
+    assert capsys.readouterr().err == "error: --temperature must be a finite number >= 0 (0 = greedy), got nan\n"
+    assert main([str(tiny_run), "--device", "gpu"]) == 2
+    assert capsys.readouterr().err == "error: --device 'gpu' is not a device; use auto, cpu, cuda or cuda:N\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where CUDA is missing")
+def test_device_cuda_without_cuda_is_an_error(capsys, tiny_run):
+    assert main([str(tiny_run), "--prompt", "x", "--device", "cuda"]) == 2
+    assert capsys.readouterr().err.startswith("error: --device cuda: no CUDA GPU is visible to PyTorch here")
+
+
+def test_damaged_weights_are_refused_naming_the_file(capsys, tmp_path, tiny_run):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    weights = run / "checkpoints" / "step_00000001" / "model.safetensors"
+    with open(weights, "r+b") as f:  # one flipped bit in the weights' data
+        f.seek(weights.stat().st_size // 2)
+        byte = f.read(1)[0]
+        f.seek(-1, 1)
+        f.write(bytes([byte ^ 4]))
+    assert main([str(run), "--prompt", "x", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {weights} does not match the sha256 recorded when the checkpoint was written")

@@ -115,3 +115,38 @@ def test_memory_stays_flat_over_100k_random_batches(tmp_path):
     assert anon1 - anon0 < 2048, "private memory grew"
     # without madvise the touched pages of the 32 MiB of shards would all count (~32,000 KiB)
     assert file1 - file0 < 2 * release // 1024, "mapped pages were not released"
+
+
+def test_window_count_is_the_loaders(tmp_path):
+    assert [shards.window_count(n, 4) for n in (0, 1, 4, 5, 8, 9, 10)] == [0, 0, 0, 1, 1, 2, 2]
+    manifest = write_dataset(tmp_path, [10, 3, 9, 5])
+    w = TokenWindows(tmp_path, manifest, "train", seq_len=4)
+    assert w.counts.tolist() == [2, 2, 1]  # the 3-token shard holds none
+
+
+def test_a_shard_damaged_after_the_build_is_named(tmp_path):
+    manifest = write_dataset(tmp_path, [400, 333, 271], vocab_size=1000)  # ids p mod 1000: all valid
+    w = TokenWindows(tmp_path, manifest, "train", seq_len=8)
+    out = np.empty((3, 9), dtype=np.int64)
+    w.gather(np.arange(w.n_windows)[:3], out)
+    damaged = tmp_path / "train_000001.bin"
+    with open(damaged, "r+b") as f:  # token 100 of the second shard becomes 65000, as a stray write leaves it
+        f.seek(100 * 2)
+        f.write(np.array([65000], dtype="<u2").tobytes())
+    w = TokenWindows(tmp_path, manifest, "train", seq_len=8)
+    window = int(w.first[1]) + 100 // 8  # the window holding it
+    with pytest.raises(shards.DatasetError, match=rf"{damaged} holds token id 65000 at token 100, but the "
+                                                  rf"vocabulary has 1,000 ids .* `python tools/inspect_shards.py "
+                                                  rf"verify {tmp_path}`"):
+        w.gather(np.array([0, window, 1]), out)
+    with open(damaged, "r+b") as f:  # and cut short: refused when opened, before any batch
+        f.truncate(332 * 2)
+    with pytest.raises(shards.DatasetError, match=rf"{damaged} holds 664 bytes, but the manifest lists 333 uint16 "
+                                                  rf"tokens \(666 bytes\): the shard was truncated"):
+        TokenWindows(tmp_path, manifest, "train", seq_len=8)
+
+
+def test_ids_are_checked_only_where_the_dtype_can_exceed_the_vocabulary(tmp_path):
+    manifest = write_dataset(tmp_path, [100])
+    assert not TokenWindows(tmp_path, manifest, "train", seq_len=8).check_ids  # vocab 65,536 in uint16
+    assert TokenWindows(tmp_path, {**manifest, "vocab_size": 300}, "train", seq_len=8).check_ids

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from train.model import GPT, ModelConfig
+from train.model import GPT, ModelConfig, peak_flops, peak_flops_of
 
 
 def tiny(**kw) -> ModelConfig:
@@ -88,7 +88,55 @@ def test_cached_chunk_logits_match_full_forward():
     torch.testing.assert_close(torch.cat([a, b], dim=1), full, rtol=1e-5, atol=1e-5)
 
 
-def test_flops_per_token():
-    model = GPT(tiny())
-    c = model.cfg
-    assert model.estimate_flops_per_token() == 6 * model.num_params() + 12 * c.n_layers * c.d_model * c.seq_len
+@pytest.mark.parametrize("opts", [{}, {"rope": True, "swiglu": True, "rmsnorm": True, "bias": False}])
+def test_flops_per_token_against_a_count_of_the_matmuls(opts):
+    """PyTorch's FlopCounterMode counts the matmul FLOPs of a real forward and backward (attention through
+    the math SDPA backend, whose matmuls it sees; it counts the full T x T scores, as the estimate does).
+    The estimate also charges 6 FLOPs per token to every 1-D parameter (norm gains, biases), which
+    multiply no matrix: that is the only difference."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = GPT(tiny(**opts))
+    B, T = 3, model.cfg.seq_len
+    idx = torch.randint(0, 97, (B, T))
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        _, loss = model(idx, idx)
+        loss.backward()
+    vector_params = sum(p.numel() for p in model.parameters() if p.dim() == 1)
+    assert counter.get_total_flops() > 0
+    assert counter.get_total_flops() == B * T * (model.estimate_flops_per_token() - 6 * vector_params)
+
+
+@pytest.mark.parametrize("name, half, tf32", [
+    ("NVIDIA H100 80GB HBM3", 989.4e12, 494.7e12),   # SXM
+    ("NVIDIA H100 PCIe", 756.5e12, 378e12),
+    ("NVIDIA H100 NVL", 835.5e12, 417.5e12),
+    ("NVIDIA H200", 989.4e12, 494.7e12),
+    ("NVIDIA A100-SXM4-80GB", 312e12, 156e12),
+    ("NVIDIA A100-PCIE-40GB", 312e12, 156e12),
+    ("NVIDIA A100 80GB PCIe", 312e12, 156e12),
+    ("NVIDIA L4", 121e12, 60e12),
+    ("NVIDIA L40S", 362.05e12, 183e12),              # not an L4
+    ("NVIDIA A10", 125e12, 62.5e12),
+    ("NVIDIA A10G", 70e12, 35e12),                   # not an A10
+    ("NVIDIA GeForce RTX 3060", 25.5e12, 12.7e12),
+    ("NVIDIA GeForce RTX 3090", 71e12, 35.6e12),
+    ("NVIDIA GeForce RTX 4080", 97.5e12, 48.7e12),
+    ("NVIDIA GeForce RTX 4090", 165.2e12, 82.6e12),
+    ("NVIDIA B200", 2250e12, 1125e12),
+])
+def test_peak_flops_of_the_names_torch_reports(name, half, tf32):
+    assert peak_flops_of(name, torch.bfloat16) == peak_flops_of(name, torch.float16) == half
+    assert peak_flops_of(name, torch.float32) == tf32
+
+
+@pytest.mark.parametrize("name", ["NVIDIA GeForce RTX 3090 Ti", "NVIDIA GeForce RTX 3060 Laptop GPU",
+                                  "NVIDIA GeForce RTX 4080 SUPER", "NVIDIA L40G", "Tesla V100-SXM2-16GB"])
+def test_other_gpus_are_unknown_not_a_near_name(name):
+    assert peak_flops_of(name, torch.bfloat16) is None
+
+
+def test_no_peak_on_cpu():
+    assert peak_flops(torch.device("cpu"), torch.bfloat16) is None

@@ -34,7 +34,7 @@ def bench(preset: str, vocab_size: int, context: int, new_tokens: int, batch_siz
     cfg.vocab_size = vocab_size
     torch.manual_seed(0)
     model = GPT(cfg).to(device).eval()
-    shape = dict(model=model, batch_size=batch_size, context_len=context, new_tokens=new_tokens)
+    shape = dict(model=model, batch_size=batch_size, prompt_len=context, new_tokens=new_tokens)
     measure_decode(model, batch_size, min(context, 16), 2, use_kv_cache=True)  # warm-up
     measure_decode(model, batch_size, min(context, 16), 2, use_kv_cache=False)
     cached = best_of(repeats, use_kv_cache=True, **shape)
@@ -60,7 +60,8 @@ def print_table(r: dict) -> None:
     print(f"  {'mode':<10} {'decode s':>9} {'ms/token':>9} {'tokens/s':>9}")
     for mode in ("kv_cache", "no_cache"):
         m = r[mode]
-        print(f"  {mode.replace('_', ' '):<10} {m['decode_s']:>9.3f} {m['ms_per_token']:>9.2f} {m['tokens_per_s']:>9.1f}")
+        print(f"  {mode.replace('_', ' '):<10} {m['decode_s']:>9.3f} {m['ms_per_token']:>9.2f} "
+              f"{m['tokens_per_s']:>9.1f}")
     verdict = "meets" if r["ratio"] >= r["target_ratio"] else "MISSES"
     print(f"  KV cache speedup: {r['ratio']:.1f}x ({verdict} the {r['target_ratio']:.0f}x target)")
 

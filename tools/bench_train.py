@@ -6,8 +6,9 @@ Prints one table:
   of forward, backward, clip and optimizer step on one batch already in memory, same model, batch and
   precision; the ratio is the share of time the trainer spends training (target >= 95%);
 * the loader alone on one CPU core, tokens/s from the memmap to an int64 batch: the vectorized
-  gather the trainer uses against a per-window Python loop like nanoGPT's ``get_batch`` (target
-  >= 200M tokens/s), and the full threaded ``Loader.next_batch``;
+  gather the trainer uses (its check that every id is below vocab_size included) against a
+  per-window Python loop like nanoGPT's ``get_batch`` (target >= 200M tokens/s), and the full
+  threaded ``Loader.next_batch``;
 * MFU of both loops on CUDA.
 
 Without ``--data`` it writes a synthetic dataset (random tokens) to a temporary directory. The

@@ -95,7 +95,7 @@ class SplitView:
                              f"windows of seq_len + 1 = {seq_len + 1} tokens (0..{windows.n_windows - 1})")
         out = np.empty((1, seq_len + 1), dtype=np.int64)
         windows.gather(np.array([i]), out)
-        files = [e["file"] for e in self.entries if (e["tokens"] - 1) // seq_len > 0]
+        files = [e["file"] for e in self.entries if shards.window_count(e["tokens"], seq_len) > 0]
         return out[0], files[int(np.searchsorted(windows.first, i, side="right") - 1)]
 
     def lengths(self) -> np.ndarray:

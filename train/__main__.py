@@ -9,7 +9,7 @@ from pathlib import Path
 from shards import DatasetError, directory_lock
 from train.checkpoint import CheckpointError
 from train.config import ConfigError, load_config, preset_names
-from train.trainer import TrainingError, train
+from train.trainer import TrainingError, check_dirs, train
 
 EPILOG = """\
 examples:
@@ -50,6 +50,7 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
+        check_dirs(Path(args.data), Path(args.out))
         if args.dry_run or int(os.environ.get("RANK", "0")) != 0:
             train(cfg, args.data, args.out, resume=args.resume, dry_run=args.dry_run)
         else:  # one writer per run directory (under torchrun, rank 0 writes)

@@ -2,17 +2,21 @@
 
 A config has four sections (``model``, ``training``, ``data``, ``logging``). Presets live in
 ``train/configs/NAME.json`` and list only what differs from the defaults below. Every key is checked:
-an unknown section or key is an error naming the valid ones, and values are parsed to the field's
-type (an int is accepted where a float is expected). ``model.vocab_size`` is never set by hand: the
-trainer takes it from the dataset manifest. The resolved config is saved as ``RUN/config.json``.
+an unknown section or key is an error naming the valid ones, values are parsed to the field's type
+(an int is accepted where a float is expected), and every field's value must lie in its valid range
+(:data:`RULES`, one row per key; :data:`JOINT_RULES` for keys that constrain each other). A bad
+config is one error listing every offending key with its value and valid range. ``model.vocab_size``
+is never set by hand: the trainer takes it from the dataset manifest. The resolved config is saved
+as ``RUN/config.json``.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from train.model import ModelConfig
 
@@ -79,23 +83,104 @@ class Config:
         return cfg
 
     def validate(self) -> None:
-        t = self.training
-        choices = {"device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16", "fp16")}
-        for key, valid in choices.items():
-            if getattr(t, key) not in valid:
-                raise ConfigError(f"training.{key}={getattr(t, key)!r} is not one of {', '.join(valid)}")
-        positive = ["batch_size", "grad_accum_steps", "log_interval", "checkpoint_interval", "eval_windows"]
-        for key in positive:
-            if getattr(t, key) <= 0:
-                raise ConfigError(f"training.{key} must be positive, got {getattr(t, key)}")
-        if t.max_steps <= 0 and t.token_budget <= 0:
-            raise ConfigError("set training.max_steps or training.token_budget to a positive number")
-        for key in ("seq_len", "n_layers", "d_model", "n_heads"):
-            if getattr(self.model, key) <= 0:
-                raise ConfigError(f"model.{key} must be positive, got {getattr(self.model, key)}")
-        if self.model.d_model % self.model.n_heads:
-            raise ConfigError(f"model.d_model ({self.model.d_model}) must be divisible by model.n_heads "
-                              f"({self.model.n_heads})")
+        """Raise one ConfigError naming every key whose value is outside its valid range (RULES, JOINT_RULES)."""
+        problems = []
+        for key, (check, valid) in RULES.items():
+            section, name = key.split(".")
+            value = getattr(getattr(self, section), name)
+            if not check(value):
+                problems.append(f"{key}={value!r}: must be {valid}")
+        if not problems:  # the joint rules assume each key is valid on its own
+            problems = [message(self) for holds, message in JOINT_RULES if not holds(self)]
+        if problems:
+            raise ConfigError(problems[0] if len(problems) == 1 else
+                              f"{len(problems)} config values are invalid:\n  " + "\n  ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------------
+# the valid range of every key: (check, what is valid, in words)
+
+Rule = tuple[Callable[[Any], bool], str]
+
+
+def _fmt(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def integer(lo: int, hi: int | None = None) -> Rule:
+    if hi is None:
+        return (lambda v: v >= lo), f"an integer >= {lo}"
+    return (lambda v: lo <= v <= hi), f"an integer in [{lo}, {hi}]"
+
+
+def number(lo: float, hi: float | None = None, above: bool = False, below: bool = False) -> Rule:
+    """A finite number >= lo (> lo if ``above``) and <= hi (< hi if ``below``)."""
+    def check(v: float) -> bool:
+        return (math.isfinite(v) and (v > lo if above else v >= lo)
+                and (hi is None or (v < hi if below else v <= hi)))
+    if hi is None:
+        return check, f"a finite number {'>' if above else '>='} {_fmt(lo)}"
+    return check, f"a number in {'(' if above else '['}{_fmt(lo)}, {_fmt(hi)}{')' if below else ']'}"
+
+
+def one_of(*choices: str) -> Rule:
+    return (lambda v: v in choices), f"one of {', '.join(choices)}"
+
+
+BOOLEAN: Rule = (lambda v: isinstance(v, bool), "true or false")
+TEXT: Rule = (lambda v: isinstance(v, str), "a string")
+NAME: Rule = (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
+
+RULES: dict[str, Rule] = {
+    "model.vocab_size": integer(0),                 # 0 until the trainer takes it from the manifest
+    "model.seq_len": integer(1),
+    "model.n_layers": integer(1),
+    "model.d_model": integer(1),
+    "model.n_heads": integer(1),
+    "model.dropout": number(0, 1, below=True),
+    "model.bias": BOOLEAN,
+    "model.rope": BOOLEAN,
+    "model.rope_theta": number(0, above=True),
+    "model.swiglu": BOOLEAN,
+    "model.rmsnorm": BOOLEAN,
+    "model.grad_checkpointing": BOOLEAN,
+    "training.max_steps": integer(0),               # 0: from token_budget
+    "training.token_budget": integer(0),
+    "training.batch_size": integer(1),
+    "training.grad_accum_steps": integer(1),
+    "training.lr": number(0),                       # 0 trains nothing (weights stay put), which tests use
+    "training.min_lr_ratio": number(0, 1),
+    "training.warmup_steps": integer(0),
+    "training.weight_decay": number(0),
+    "training.beta1": number(0, 1, below=True),
+    "training.beta2": number(0, 1, below=True),
+    "training.grad_clip": number(0),                # 0: no clipping
+    "training.eval_interval": integer(0),           # 0: only at the end
+    "training.eval_windows": integer(1),
+    "training.early_stop_patience": integer(0),     # 0: never
+    "training.checkpoint_interval": integer(1),
+    "training.keep_checkpoints": integer(1),
+    "training.log_interval": integer(1),
+    "training.seed": integer(0, 2**63 - 1),         # what torch.manual_seed and numpy's SeedSequence both take
+    "training.device": one_of("auto", "cpu", "cuda"),
+    "training.precision": one_of("auto", "fp32", "bf16", "fp16"),
+    "training.compile": BOOLEAN,
+    "data.prefetch": integer(1),
+    "logging.tensorboard": BOOLEAN,
+    "logging.wandb": BOOLEAN,
+    "logging.wandb_project": NAME,
+    "logging.run_name": TEXT,                       # "": the run directory's name
+}
+
+JOINT_RULES: list[tuple[Callable[["Config"], bool], Callable[["Config"], str]]] = [
+    (lambda c: c.training.max_steps > 0 or c.training.token_budget > 0,
+     lambda c: "set training.max_steps or training.token_budget to a positive number (both are 0)"),
+    (lambda c: c.model.d_model % c.model.n_heads == 0,
+     lambda c: f"model.d_model ({c.model.d_model}) must be divisible by model.n_heads ({c.model.n_heads})"),
+    (lambda c: not c.model.rope or (c.model.d_model // c.model.n_heads) % 2 == 0,
+     lambda c: f"model.rope=true needs an even head size, but model.d_model / model.n_heads = "
+               f"{c.model.d_model // c.model.n_heads}; change one of them"),
+]
 
 
 def _section_fields(obj) -> dict[str, dataclasses.Field]:
@@ -191,10 +276,18 @@ def load_config(name_or_file: str | None = None, overrides: list[str] = ()) -> C
         if not path.exists():
             raise ConfigError(f"config {name_or_file!r} is neither a file nor a preset; presets: "
                               f"{', '.join(preset_names())}")
+        if path.is_dir():
+            raise ConfigError(f"--config {name_or_file}: {path} is a directory; pass a JSON file or a preset name "
+                              f"({', '.join(preset_names())})")
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); a config is a JSON "
+                              f"file, e.g. train/configs/demo.json") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read --config {path}: {e.strerror or e}") from None
         merge(cfg, d, str(path))
     apply_overrides(cfg, list(overrides))
     cfg.validate()

@@ -34,7 +34,7 @@ from tokenizers import Tokenizer
 import shards
 import tokenizer as tk
 from train.checkpoint import CheckpointError, find_checkpoint, load_model, read_state
-from train.generate import generate_ids, pick_device, read_prompts
+from train.generate import STOP_EOT, generate_ids, pick_device, read_prompts
 from train.loader import ValWindows
 from train.model import GPT
 
@@ -76,22 +76,23 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.inference_mode()
-def measure_decode(model: GPT, batch_size: int, context_len: int, new_tokens: int, use_kv_cache: bool,
+def measure_decode(model: GPT, batch_size: int, prompt_len: int, new_tokens: int, use_kv_cache: bool,
                    seed: int = 0) -> dict:
-    """Time greedy decoding of ``new_tokens`` after a random ``context_len``-token context.
+    """Time greedy decoding of ``new_tokens`` after a random prompt of ``prompt_len`` tokens (the context
+    decoding starts from; ``prompt_len + new_tokens`` must fit in the model's ``seq_len``).
 
     Returns prefill seconds (the context's one forward pass; cached path only) and decode seconds
     (the ``new_tokens`` steps: one position each with the cache, the whole growing context without).
     """
-    if context_len + new_tokens > model.cfg.seq_len:
-        raise EvaluationError(f"context {context_len} + {new_tokens} new tokens exceeds seq_len {model.cfg.seq_len}")
+    if prompt_len + new_tokens > model.cfg.seq_len:
+        raise EvaluationError(f"context {prompt_len} + {new_tokens} new tokens exceeds seq_len {model.cfg.seq_len}")
     device = model.tok_emb.weight.device
     g = torch.Generator().manual_seed(seed)
-    ctx = torch.randint(0, model.cfg.vocab_size, (batch_size, context_len), generator=g).to(device)
+    ctx = torch.randint(0, model.cfg.vocab_size, (batch_size, prompt_len), generator=g).to(device)
     prefill = None
     _sync(device)
     if use_kv_cache:
-        cache = model.new_kv_cache(batch_size, context_len + new_tokens)
+        cache = model.new_kv_cache(batch_size, prompt_len + new_tokens)
         start = time.perf_counter()
         logits, _ = model(ctx, kv_cache=cache, start_pos=0)
         _sync(device)
@@ -99,7 +100,7 @@ def measure_decode(model: GPT, batch_size: int, context_len: int, new_tokens: in
         start = time.perf_counter()
         for i in range(new_tokens):
             nxt = logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
-            logits, _ = model(nxt, kv_cache=cache, start_pos=context_len + i)
+            logits, _ = model(nxt, kv_cache=cache, start_pos=prompt_len + i)
     else:
         start = time.perf_counter()
         for _ in range(new_tokens):
@@ -115,18 +116,19 @@ def best_of(repeats: int, **kwargs) -> dict:
     return {key: min(r[key] for r in runs) if runs[0][key] is not None else None for key in runs[0]}
 
 
-def speed_table(model: GPT, batch_sizes=(1, 4), context_lens=None, new_tokens: int = 16, repeats: int = 3) -> list[dict]:
-    """Prefill and decode tokens/s, with and without the KV cache, for each batch size and context
-    (best of ``repeats``)."""
+def speed_table(model: GPT, batch_sizes=(1, 4), prompt_lens=None, new_tokens: int = 16,
+                repeats: int = 3) -> list[dict]:
+    """Prefill and decode tokens/s, with and without the KV cache, for each batch size and prompt length
+    (a row's "context"; best of ``repeats``)."""
     seq_len = model.cfg.seq_len
     new_tokens = min(new_tokens, seq_len // 2)
-    if context_lens is None:
-        context_lens = sorted({max(1, seq_len // 8), seq_len - new_tokens})
+    if prompt_lens is None:
+        prompt_lens = sorted({max(1, seq_len // 8), seq_len - new_tokens})
     measure_decode(model, 1, min(8, seq_len - new_tokens), 2, True)  # warm-up: first calls allocate
     rows = []
     for b in batch_sizes:
-        for t in context_lens:
-            shape = dict(model=model, batch_size=b, context_len=t, new_tokens=new_tokens)
+        for t in prompt_lens:
+            shape = dict(model=model, batch_size=b, prompt_len=t, new_tokens=new_tokens)
             cached = best_of(repeats, use_kv_cache=True, **shape)
             plain = best_of(repeats, use_kv_cache=False, **shape)
             rows.append({
@@ -159,7 +161,8 @@ class LLMEvaluator:
             raise EvaluationError(
                 f"{data_dir} was encoded with tokenizer {manifest['tokenizer_sha256'][:16]}…, but the model's "
                 f"tokenizer is {self.tokenizer_sha256[:16]}…; token ids would mean different things. Evaluate "
-                f"on a dataset built with the run's tokenizer.json (python -m preprocess --tokenizer RUN/tokenizer.json)")
+                f"on a dataset built with the run's tokenizer.json "
+                f"(python -m preprocess --tokenizer RUN/tokenizer.json)")
         return manifest
 
     @torch.inference_mode()
@@ -199,7 +202,7 @@ class LLMEvaluator:
             new, reasons = generate_ids(self.model, ids, max_new_tokens, eot_id=self.eot_id, temperature=temperature,
                                         top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, generator=g)
             seqs.append(new[0])
-            stopped += reasons[0] == "eot"
+            stopped += reasons[0] == STOP_EOT
         return {"prompts": len(prompts), "distinct_1": distinct_n(seqs, 1), "distinct_2": distinct_n(seqs, 2),
                 "repetition_rate": repetition_rate(seqs, 4), "mean_length": sum(map(len, seqs)) / len(seqs),
                 "ended_document_share": stopped / len(seqs),
@@ -240,7 +243,8 @@ def print_report(r: dict) -> None:
     p, g = r["perplexity"], r["generation"]
     print(f"checkpoint {r['checkpoint']} (step {r.get('step', '?')}) on {r['dataset']} · {r['device']} · "
           f"{r['parameters']:,} parameters")
-    print(f"  val loss {p['loss']:.4f} nats/token · perplexity {p['perplexity']:.2f} · top-1 {p['top1_accuracy']:.2%} · "
+    print(f"  val loss {p['loss']:.4f} nats/token · perplexity {p['perplexity']:.2f} · "
+          f"top-1 {p['top1_accuracy']:.2%} · "
           f"top-5 {p['top5_accuracy']:.2%}  ({p['tokens']:,} tokens in {p['windows']:,} windows of {p['seq_len']})")
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     print(f"  generation on {g['prompts']} prompts: distinct-1 {fmt(g['distinct_1'])} · distinct-2 "

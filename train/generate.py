@@ -5,9 +5,9 @@
     python -m train.generate runs/demo --prompts prompts.txt --output out.jsonl --temperature 0
     python -m train.generate runs/demo/checkpoints/step_00000300 --prompt "x" --no-kv-cache
 
-Every prompt starts with the ``<|endoftext|>`` separator, which precedes each document in the shards
-and so acts as the beginning-of-sequence token. Generation stops at the next ``<|endoftext|>`` (the
-model's end of document) or after ``--max-new-tokens``.
+Every prompt starts with the separator ``<|endoftext|>`` (``eot_id``), which precedes each document in
+the shards and so also marks where one begins. Generation stops at the next separator (the model's
+end of document) or after ``--max-new-tokens``.
 
 Context: positions are learned up to ``seq_len``, so when the context would grow past it, it is cut
 to its last ``seq_len // 2`` tokens and re-read (the KV cache refilled). The same rule applies with and
@@ -17,7 +17,7 @@ costs one position's forward pass, plus one re-read every ``seq_len // 2`` token
 Python API::
 
     llm = LLMInference("runs/demo")                       # best checkpoint, the run's tokenizer
-    llm.generate("Once upon a time", max_length=50, temperature=0.8, top_k=50)
+    llm.generate("Once upon a time", max_new_tokens=50, temperature=0.8, top_k=50)
     llm.batch_generate(["a", "b"], output_file="out.jsonl")
     llm.chat()                                            # reads stdin until EOF or /quit
 """
@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable, TextIO
 
@@ -133,7 +135,7 @@ def generate_ids(model: GPT, prompt: torch.Tensor, max_new_tokens: int, *, eot_i
             on_token(nxt)
         finished = done.tolist()
         for i, t in enumerate(nxt.tolist()):
-            if not finished[i]:  # a row's eot and the padding after it are not part of its text
+            if not finished[i]:  # a row's eot_id and the padding after it are not part of its text
                 out[i].append(t)
         if eot_id is not None and bool(done.all()):
             break
@@ -170,9 +172,22 @@ class TextStream:
 # the Python API
 
 def pick_device(device: str | None) -> torch.device:
+    """``auto`` (or None): the GPU when CUDA sees one, else the CPU; otherwise the named device, which must
+    exist here (ValueError saying what to use instead)."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        picked = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if picked.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA GPU is visible to PyTorch here; use --device cpu "
+                             f"(or auto)")
+        if picked.index is not None and picked.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: there are {torch.cuda.device_count()} CUDA GPUs "
+                             f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    return picked
 
 
 class LLMInference:
@@ -190,7 +205,7 @@ class LLMInference:
             tokenizer = tokenizer_path
         self.tok = tokenizer if isinstance(tokenizer, Tokenizer) else tk.load(tokenizer)
         self.eot_id = tk.eot_id(self.tok)
-        self.encoder = tk.Encoder(self.tok, "hf")  # text is encoded as the shards were: "<|endoftext|>" is text
+        self.encoder = tk.Encoder(self.tok, "hf")  # text is encoded as the shards were: tk.EOT_TOKEN in it is text
         self.use_kv_cache = use_kv_cache
 
     @property
@@ -198,7 +213,7 @@ class LLMInference:
         return self.model_config.seq_len
 
     def encode_prompt(self, prompt: str) -> list[int]:
-        """The separator (as beginning of sequence) followed by the prompt's tokens."""
+        """The separator ``eot_id`` (where a document begins) followed by the prompt's tokens."""
         return [self.eot_id] + self.encoder.encode(prompt)
 
     def _generator(self, seed: int | None) -> torch.Generator | None:
@@ -206,7 +221,7 @@ class LLMInference:
             return None
         return torch.Generator(device=self.device).manual_seed(seed)
 
-    def generate_tokens(self, ids: list[int], max_length: int = 100, temperature: float = 0.8,
+    def generate_tokens(self, ids: list[int], max_new_tokens: int = 100, temperature: float = 0.8,
                         top_k: int | None = 50, top_p: float | None = None, repetition_penalty: float = 1.0,
                         seed: int | None = None, stream: TextIO | None = None,
                         generator: torch.Generator | None = None, min_new_tokens: int = 0) -> tuple[list[int], str]:
@@ -214,21 +229,33 @@ class LLMInference:
         prompt = torch.tensor([ids], dtype=torch.long, device=self.device)
         streamer = TextStream(self.tok, stream) if stream else None
         new, reasons = generate_ids(
-            self.model, prompt, max_length, eot_id=self.eot_id, temperature=temperature, top_k=top_k, top_p=top_p,
+            self.model, prompt, max_new_tokens, eot_id=self.eot_id, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, use_kv_cache=self.use_kv_cache,
             generator=generator or self._generator(seed), min_new_tokens=min_new_tokens, on_token=streamer)
         if streamer:
             streamer.flush(drop_last=reasons[0] == STOP_EOT)
         return new[0], reasons[0]
 
-    def generate(self, prompt: str, max_length: int = 100, temperature: float = 0.8, top_k: int | None = 50,
-                 top_p: float | None = None, repetition_penalty: float = 1.0, seed: int | None = None,
-                 stream: TextIO | None = None, min_new_tokens: int = 0) -> str:
-        """The continuation of ``prompt`` (without the prompt): at most ``max_length`` new tokens, fewer
-        when the model ends the document (not before ``min_new_tokens``). ``temperature`` 0 is greedy;
-        ``stream`` gets text as it comes."""
-        ids, _ = self.generate_tokens(self.encode_prompt(prompt), max_length, temperature, top_k, top_p,
-                                      repetition_penalty, seed, stream, min_new_tokens=min_new_tokens)
+    def generate(self, prompt: str, max_new_tokens: int | None = None, temperature: float = 0.8,
+                 top_k: int | None = 50, top_p: float | None = None, repetition_penalty: float = 1.0,
+                 seed: int | None = None, stream: TextIO | None = None, min_new_tokens: int = 0, *,
+                 max_length: int | None = None) -> str:
+        """The continuation of ``prompt`` (without the prompt): at most ``max_new_tokens`` (default 100) new
+        tokens, fewer when the model ends the document (not before ``min_new_tokens``). ``temperature`` 0
+        is greedy; ``stream`` gets text as it comes.
+
+        ``max_length`` is this method's former name for ``max_new_tokens``, kept so that existing calls
+        do what they did: it counts new tokens only, not the prompt (unlike ``max_length`` in Hugging
+        Face's ``generate``, which counts both). It is deprecated; pass ``max_new_tokens``."""
+        if max_length is not None:
+            if max_new_tokens is not None:
+                raise TypeError("pass max_new_tokens or max_length (its former name), not both")
+            warnings.warn("LLMInference.generate(max_length=N) is deprecated: it means max_new_tokens=N (new "
+                          "tokens, not counting the prompt); pass max_new_tokens", DeprecationWarning, stacklevel=2)
+            max_new_tokens = max_length
+        ids, _ = self.generate_tokens(self.encode_prompt(prompt), 100 if max_new_tokens is None else max_new_tokens,
+                                      temperature, top_k, top_p, repetition_penalty, seed, stream,
+                                      min_new_tokens=min_new_tokens)
         return self.tok.decode(ids)
 
     def batch_generate(self, prompts: Iterable[str], output_file: str | Path | None = None,
@@ -248,7 +275,7 @@ class LLMInference:
             write_records(output_file, records)
         return records
 
-    def chat(self, max_length: int = 200, input_stream: TextIO | None = None, output: TextIO | None = None,
+    def chat(self, max_new_tokens: int = 200, input_stream: TextIO | None = None, output: TextIO | None = None,
              seed: int | None = None, **sampling) -> None:
         """An interactive loop: each line you type is added to the conversation and the model continues
         it, streaming its reply. The conversation stays in context, trimmed from the front so that it
@@ -256,7 +283,7 @@ class LLMInference:
         inp, out = input_stream or sys.stdin, output or sys.stdout
         generator = self._generator(seed)
         history = [self.eot_id]
-        budget = max(1, self.seq_len - max_length)  # context tokens that leave room for a whole reply
+        budget = max(1, self.seq_len - max_new_tokens)  # context tokens that leave room for a whole reply
         out.write(f"chat with {self.model_config.n_layers}-layer model (context {self.seq_len} tokens); "
                   f"/reset forgets the conversation, /quit or Ctrl-D leaves\n")
         while True:
@@ -273,7 +300,7 @@ class LLMInference:
                 continue
             history += self.encoder.encode(line + "\n")
             history = history[-budget:]
-            ids, reason = self.generate_tokens(history, max_length, generator=generator, stream=out, **sampling)
+            ids, reason = self.generate_tokens(history, max_new_tokens, generator=generator, stream=out, **sampling)
             history += ids + ([self.eot_id] if reason == STOP_EOT else [])
             out.write("\n" if reason == STOP_EOT or not self.tok.decode(ids).endswith("\n") else "")
             out.flush()
@@ -338,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--chat", action="store_true", help="interactive: type lines, the model replies")
     mode.add_argument("--prompts", type=Path, metavar="FILE",
                       help="a file of prompts (.txt one per line, .json list, .jsonl) to generate for in turn")
-    p.add_argument("--output", type=Path, metavar="FILE", help="with --prompts: write results to FILE.json or FILE.jsonl")
+    p.add_argument("--output", type=Path, metavar="FILE",
+                   help="with --prompts: write results to FILE.json or FILE.jsonl")
     p.add_argument("--which", choices=("best", "latest"), default="best", help="checkpoint of a run (default: best)")
     p.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate at most (default: 100)")
     p.add_argument("--min-new-tokens", type=int, default=0,
@@ -360,14 +388,14 @@ def check_args(args) -> None:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if not 0 <= args.min_new_tokens <= args.max_new_tokens:
         raise ValueError(f"--min-new-tokens must be between 0 and --max-new-tokens, got {args.min_new_tokens}")
-    if args.temperature < 0:
-        raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise ValueError(f"--temperature must be a finite number >= 0 (0 = greedy), got {args.temperature}")
     if args.top_k < 0:
         raise ValueError(f"--top-k must be >= 0, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
-    if args.repetition_penalty <= 0:
-        raise ValueError(f"--repetition-penalty must be positive, got {args.repetition_penalty}")
+    if not math.isfinite(args.repetition_penalty) or args.repetition_penalty <= 0:
+        raise ValueError(f"--repetition-penalty must be a finite number > 0, got {args.repetition_penalty}")
     if args.output and not args.prompts:
         raise ValueError("--output goes with --prompts FILE")
     if args.output:
@@ -383,7 +411,7 @@ def main(argv=None) -> int:
     except (ValueError, CheckpointError, tk.TokenizerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    sampling = dict(max_length=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k or None,
+    sampling = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k or None,
                     top_p=args.top_p, repetition_penalty=args.repetition_penalty, min_new_tokens=args.min_new_tokens)
     try:
         return _run(args, llm, prompts, sampling)
@@ -421,7 +449,7 @@ def _run(args, llm: LLMInference, prompts: list[str] | None, sampling: dict) -> 
     sys.stdout.write(prompt)
     new, reason = llm.generate_tokens(ids, seed=args.seed, stream=sys.stdout, **sampling)
     seconds = time.perf_counter() - start
-    stop = "<|endoftext|>" if reason == STOP_EOT else f"--max-new-tokens {args.max_new_tokens}"
+    stop = tk.EOT_TOKEN if reason == STOP_EOT else f"--max-new-tokens {args.max_new_tokens}"
     sys.stdout.write("\n")
     sys.stdout.flush()  # the text first, then the note on stderr, also when both go to one log
     print(f"[{len(new)} tokens in {seconds:.2f} s, {len(new) / seconds:.1f} tokens/s on {llm.device}, "

@@ -20,6 +20,12 @@ leave this process (they stay in the OS page cache), and RSS stays bounded over 
 
 Batches are gathered in a background thread (one fancy index on a strided window view per shard, no
 per-window Python loop) into a ring of pinned int64 buffers and copied to the device with ``non_blocking=True``.
+
+Trust, but check what is mapped: each shard's size must match its manifest entry when it is opened,
+and every gathered batch must hold ids below ``vocab_size`` (one ``max()`` over the batch, in the
+loader thread). A shard damaged after the build is then a DatasetError naming the file and what to
+run (``python tools/inspect_shards.py verify DIR``), not an IndexError in the embedding (or a device
+assert on CUDA) mid-run.
 """
 from __future__ import annotations
 
@@ -42,17 +48,30 @@ class TokenWindows:
 
     def __init__(self, data_dir: str | Path, manifest: dict, split: str, seq_len: int,
                  release_bytes: int = 256 << 20):
+        self.data_dir = Path(data_dir)
         self.seq_len = seq_len
         self.release_bytes = release_bytes
         self._touched = 0
+        self.vocab_size = int(manifest["vocab_size"])
+        itemsize = shards.numpy_dtype(manifest["dtype"]).itemsize
+        # ids of this dtype can reach vocab_size (uint16 holds up to 65535): only then is a batch checked
+        self.check_ids = self.vocab_size < 1 << (8 * itemsize)
         self.tokens: list[np.ndarray] = []
         self.views: list[np.ndarray] = []
+        self.files: list[Path] = []
         counts = []
         for entry in shards.split_shards(manifest, split):
+            path = shards.shard_path(data_dir, entry)
+            if path.exists() and path.stat().st_size != entry["tokens"] * itemsize:
+                raise shards.DatasetError(
+                    f"{path} holds {path.stat().st_size:,} bytes, but the manifest lists {entry['tokens']:,} "
+                    f"{manifest['dtype']} tokens ({entry['tokens'] * itemsize:,} bytes): the shard was truncated or "
+                    f"overwritten after the build. {self._what_to_do()}")
             tokens = shards.open_tokens(data_dir, entry, manifest["dtype"])
-            n = max(0, (len(tokens) - 1) // seq_len)
+            n = shards.window_count(len(tokens), seq_len)
             if n == 0:
                 continue
+            self.files.append(path)
             if isinstance(tokens.base, mmap.mmap):
                 tokens.base.madvise(mmap.MADV_RANDOM)  # no readahead into this process for random windows
             self.tokens.append(tokens)
@@ -75,11 +94,27 @@ class TokenWindows:
             for s in np.unique(shard):
                 rows = np.nonzero(shard == s)[0]
                 out[rows] = self.views[s][local[rows]]
+        if self.check_ids and len(out) and out.max() >= self.vocab_size:
+            raise self._bad_ids(shard, local, out)
         # a window maps its own bytes plus up to FAULT_AROUND_BYTES around each page fault (Linux maps
         # neighbouring cached pages in on a read fault), so count that much per window
         self._touched += len(window_ids) * ((self.seq_len + 1) * self.tokens[0].itemsize + FAULT_AROUND_BYTES)
         if self._touched >= self.release_bytes:
             self.release()
+
+    def _what_to_do(self) -> str:
+        return (f"Check the whole dataset with `python tools/inspect_shards.py verify {self.data_dir}`, then "
+                f"restore the damaged files or rebuild it with `python -m preprocess`")
+
+    def _bad_ids(self, shard: np.ndarray, local: np.ndarray, out: np.ndarray) -> shards.DatasetError:
+        """The error for a batch holding an id >= vocab_size, naming the first such token's shard and offset."""
+        row = int(np.nonzero(out.max(axis=1) >= self.vocab_size)[0][0])
+        col = int(np.argmax(out[row] >= self.vocab_size))
+        offset = int(local[row]) * self.seq_len + col  # token index within the shard
+        return shards.DatasetError(
+            f"{self.files[shard[row]]} holds token id {int(out[row, col])} at token {offset:,}, but the vocabulary "
+            f"has {self.vocab_size:,} ids (0..{self.vocab_size - 1:,}): the shard was changed after the build. "
+            f"{self._what_to_do()}")
 
     def release(self) -> None:
         """Drop this process's mapped pages (they stay in the page cache; the next read maps them again)."""

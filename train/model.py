@@ -28,6 +28,7 @@ Cost: :meth:`GPT.estimate_flops_per_token` (forward + backward) and :func:`mfu`.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -263,15 +264,53 @@ def mfu(flops_per_token: float, tokens_per_s: float, peak_flops: float) -> float
     return flops_per_token * tokens_per_s / peak_flops
 
 
+# Dense (no 2:4 sparsity) peak FLOP/s: (bf16/fp16 tensor cores with fp32 accumulation, TF32 tensor cores),
+# keyed by gpu_key(name). From NVIDIA's datasheets, whose tensor figures are with sparsity: halved here.
+# GeForce cards accumulate fp32 at half the fp16-accumulate rate; their figures are the whitepapers'
+# "with FP32 Accumulate" ones (Ampere GA102, Ada). RTX 3060: no whitepaper table; the GA10x rate of
+# 512 dense FLOP/clock/SM x 28 SMs x 1.777 GHz boost. A10G: no NVIDIA datasheet; AWS's G5 figures.
+PEAK_FLOPS = {
+    "b200": (2250e12, 1125e12),        # HGX B200 datasheet, per GPU
+    "h200": (989.4e12, 494.7e12),      # H200 SXM
+    "h200 nvl": (835.5e12, 417.5e12),
+    "h100": (989.4e12, 494.7e12),      # H100 SXM ("NVIDIA H100 80GB HBM3")
+    "h100 nvl": (835.5e12, 417.5e12),
+    "h100 pcie": (756.5e12, 378e12),
+    "a100": (312e12, 156e12),          # SXM4 ("NVIDIA A100-SXM4-80GB")
+    "a100 pcie": (312e12, 156e12),     # "NVIDIA A100-PCIE-40GB", "NVIDIA A100 80GB PCIe"
+    "l40s": (362.05e12, 183e12),
+    "l40": (181.05e12, 90.5e12),
+    "l4": (121e12, 60e12),
+    "a10": (125e12, 62.5e12),
+    "a10g": (70e12, 35e12),
+    "rtx 4090": (165.2e12, 82.6e12),
+    "rtx 4080": (97.5e12, 48.7e12),
+    "rtx 3090": (71e12, 35.6e12),
+    "rtx 3060": (25.5e12, 12.7e12),
+}
+
+
+def gpu_key(name: str) -> str:
+    """The PEAK_FLOPS key of a name as ``torch.cuda.get_device_name`` reports it: lower case, without
+    "NVIDIA"/"GeForce", memory size and type, or the SXM form factor (the table's default), e.g.
+    "NVIDIA H100 80GB HBM3" -> "h100", "NVIDIA A100-PCIE-40GB" -> "a100 pcie",
+    "NVIDIA GeForce RTX 3060" -> "rtx 3060"."""
+    words = name.lower().replace("-", " ").replace("_", " ").split()
+    drop = {"nvidia", "geforce"}
+    return " ".join(w for w in words if w not in drop and not re.fullmatch(r"\d+gb|hbm\d*e?|sxm\d*", w))
+
+
+def peak_flops_of(name: str, dtype: torch.dtype) -> float | None:
+    """Dense peak FLOP/s of the GPU called ``name`` for ``dtype`` (bf16/fp16 tensor cores, else TF32), or
+    None when it is not in PEAK_FLOPS. Names match exactly: an L40S is not an L4, an RTX 3090 Ti not an RTX 3090."""
+    peaks = PEAK_FLOPS.get(gpu_key(name))
+    if peaks is None:
+        return None
+    return peaks[0] if dtype in (torch.bfloat16, torch.float16) else peaks[1]
+
+
 def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
-    """Dense peak FLOP/s of known CUDA GPUs for ``dtype`` (bf16/fp16 tensor cores, else TF32), or None."""
+    """Dense peak FLOP/s of the CUDA GPU ``device`` for ``dtype``; None on CPU or for a GPU not in PEAK_FLOPS."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    half = dtype in (torch.bfloat16, torch.float16)
-    table = {"H200": (989e12, 494e12), "H100": (989e12, 494e12), "A100": (312e12, 156e12),
-             "L4": (121e12, 60e12), "A10": (125e12, 62e12), "4090": (165e12, 82e12)}
-    for key, (half_peak, tf32_peak) in table.items():
-        if key in name:
-            return half_peak if half else tf32_peak
-    return None
+    return peak_flops_of(torch.cuda.get_device_name(device), dtype)
