@@ -55,7 +55,6 @@ SAMPLE_FILES = 8  # files of each source the tokenizer sample is spread over at 
 # Tokens per byte on disk assumed before a source is measured (a 32k byte-level BPE on English web text:
 # about 4.2 bytes of text per token; Dolma-style JSON adds ~15%; gzip and zstd shrink it about 3.5x).
 PRIOR_TOKENS_PER_BYTE = {"jsonl": 0.21, "jsonl.gz": 0.72, "jsonl.zst": 0.76, "parquet": 0.6, "txt": 0.24}
-MODES = ("whole", "in_order", "proportional", "mix")
 
 _SHARD_NUMBER = re.compile(r"[-_.]?\d+$")
 
@@ -186,7 +185,7 @@ class Source:
 
 @dataclass
 class Plan:
-    mode: str
+    mode: str                         # whole, in_order, proportional or mix (see the module docstring)
     seed: int
     max_tokens: int | None
     sample_bytes: int
@@ -294,15 +293,15 @@ class Plan:
             return
         chosen = []  # (position key, source rank, input index, budget)
         for rank, s in enumerate(self.sources):
-            rate, used = s.tokens_per_byte, 0.0
+            rate, used, quota = s.tokens_per_byte, 0.0, s.quota or 0
             for i in s.files:
-                if used >= s.quota:
+                if used >= quota:
                     break
                 est = self._size(i) * rate
-                budget = None if used + est <= s.quota else max(1, round(s.quota - used))
-                # spread each source over the read list by how far into its quota a file lies, so that
-                # every stretch of the build (and every --part) holds every source
-                key = (used + min(est, s.quota - used) / 2) / max(s.quota, 1)
+                budget = None if used + est <= quota else max(1, round(quota - used))
+                # order the reads by how far into its source's quota each lies: the sources are
+                # interleaved through the build (and through every --part), not read one after another
+                key = (used + min(est, quota - used) / 2) / max(quota, 1)
                 chosen.append((key, rank, i, budget))
                 used += est
         chosen.sort()
