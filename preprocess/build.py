@@ -29,8 +29,8 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from tqdm import tqdm
 
@@ -43,8 +43,15 @@ from preprocess.errors import BadInputFile, BuildError
 from preprocess.main_pass import MainPass
 from preprocess.options import BuildOptions, differences, parse_part, select_part
 from preprocess.progress import Progress, print_summary, source_rows
-from preprocess.state import (BuildState, clear_output, has_foreign_output, load_state, remove_temporaries,
-                              remove_unlisted_shards, save_state)
+from preprocess.state import (
+    BuildState,
+    clear_output,
+    has_foreign_output,
+    load_state,
+    remove_temporaries,
+    remove_unlisted_shards,
+    save_state,
+)
 
 BATCH_CHARS = 1 << 20  # text per encode batch: large enough to amortise hand-offs, small for memory
 CHUNK_BYTES = 1 << 20  # JSONL per batch, parsed by the worker that encodes it
@@ -179,8 +186,9 @@ class Builder:
                 shards.atomic_write_bytes(path, src.read_bytes())
         elif not path.exists():
             t0 = time.perf_counter()
-            self.note(f"training a {o.vocab_size:,}-token byte-level BPE on up to {o.tokenizer_sample_bytes / 1e6:,.3g} "
-                      f"MB of text (--tokenizer-sample-bytes) drawn from {len(plan.sample)} sources in their shares")
+            self.note(f"training a {o.vocab_size:,}-token byte-level BPE on up to "
+                      f"{o.tokenizer_sample_bytes / 1e6:,.3g} MB of text (--tokenizer-sample-bytes) drawn from "
+                      f"{len(plan.sample)} sources in their shares")
             texts = plans.sample_texts(plan, inputs, o.text_field, o.txt_blocks, lambda t: tk.repair_surrogates(t)[0])
             tok = tk.train_bpe(texts, vocab_size=o.vocab_size, show_progress=not o.quiet and sys.stderr.isatty())
             tk.save(tok, path)
@@ -383,7 +391,7 @@ class Builder:
         reads = saved.reads if saved.reads is not None else now.reads
         k = state.position[0]
         i = reads[k][0] if reads is not None and k < len(reads) else None
-        changed = [j for j, (a, b) in enumerate(zip(saved.inputs, now.inputs)) if a != b]
+        changed = [j for j, (a, b) in enumerate(zip(saved.inputs, now.inputs, strict=False)) if a != b]
         replaced = (i is not None and changed == [i] and len(saved.inputs) == len(now.inputs)
                     and saved.inputs[i][:2] == now.inputs[i][:2]
                     and str(state.input_stats[i]["status"]).startswith("bad: ")

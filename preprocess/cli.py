@@ -4,8 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from preprocess.options import (DEFAULT_SAMPLE_BYTES, DEFAULT_SHARD_TOKENS, DEFAULT_VAL_FRACTION, BuildOptions,
-                                OptionError, parse_count, usable_cpus)
+from preprocess.options import (
+    DEFAULT_SAMPLE_BYTES,
+    DEFAULT_SHARD_TOKENS,
+    DEFAULT_VAL_FRACTION,
+    BuildOptions,
+    OptionError,
+    parse_count,
+    usable_cpus,
+)
 
 DESCRIPTION = """\
 Build a dataset directory (tokenizer.json, manifest.json, train_*/val_* token shards) from a corpus.
@@ -150,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         from preprocess.merge import main as merge_main
         return merge_main(argv[1:])
     opts = parse_build_args(argv)
-    from preprocess.build import BuildError, build
-    from preprocess.plan import PlanError
     import shards
     import tokenizer as tk
+    from preprocess.build import BuildError, build
+    from preprocess.plan import PlanError
     try:
         build(opts)
     except (BuildError, OptionError, PlanError, shards.DatasetError, tk.TokenizerError) as e:

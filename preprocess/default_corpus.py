@@ -19,8 +19,8 @@ import json
 import os
 import platform
 import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 GENERATOR_VERSION = 1  # bump when the documents change, so cached copies are rewritten
 N_FILES = 4

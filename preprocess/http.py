@@ -14,8 +14,8 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from preprocess.errors import BadInputFile
 

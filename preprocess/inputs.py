@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 # Longest suffix first: ".jsonl.gz" must win over ".gz".
 _KINDS = (

@@ -44,7 +44,8 @@ def _load_parts(part_dirs: list[str]) -> list[tuple[Path, dict]]:
         for key in ("tokenizer_sha256", "dtype", "vocab_size", "eot_id"):
             if m[key] != first[key]:
                 raise MergeError(f"{d} has {key} {m[key]!r} but {first_dir} has {first[key]!r}: the parts were not "
-                                 f"built with the same tokenizer and dtype; rebuild them with the same --tokenizer FILE")
+                                 f"built with the same tokenizer and dtype; rebuild them with the same "
+                                 f"--tokenizer FILE")
         diff = differences(first["options"], m["options"], ignore=("part",))
         if diff:
             raise MergeError(f"{d} was built with other options than {first_dir}: " + "; ".join(diff)
@@ -147,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m preprocess merge", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n\n")[1],
         epilog="example:\n  python -m preprocess --tokenizer-only --input-list urls.txt --out data/tok\n"
-               "  python -m preprocess --input-list urls.txt --tokenizer data/tok/tokenizer.json --part 1/2 --out data/p1\n"
-               "  python -m preprocess --input-list urls.txt --tokenizer data/tok/tokenizer.json --part 2/2 --out data/p2\n"
+               "  python -m preprocess --input-list urls.txt --tokenizer data/tok/tokenizer.json --part 1/2 \\\n"
+               "      --out data/p1\n"
+               "  python -m preprocess --input-list urls.txt --tokenizer data/tok/tokenizer.json --part 2/2 \\\n"
+               "      --out data/p2\n"
                "  python -m preprocess merge data/p1 data/p2 --out data/dolma")
     p.add_argument("parts", nargs="+", metavar="PART_DIR", help="finished part directories, in any order")
     p.add_argument("--out", required=True, metavar="DIR", help="the merged dataset directory")

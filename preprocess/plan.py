@@ -37,12 +37,13 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from preprocess import http, readers
 from preprocess.errors import BadInputFile, CorruptStream
+from preprocess.progress import aligned
 
 PLAN_NAME = "plan.json"
 PLAN_VERSION = 1
@@ -152,7 +153,7 @@ def with_sizes(inputs: list[readers.InputFile], required: bool, skip_bad: bool,
         return inputs, {}
     sizes = http.head_sizes([inputs[i].path for i in urls], retry=retry)
     out, bad = list(inputs), {}
-    for i, result in zip(urls, sizes):
+    for i, result in zip(urls, sizes, strict=True):
         if isinstance(result, BadInputFile):
             if not skip_bad:
                 raise result
@@ -203,7 +204,7 @@ class Plan:
     @classmethod
     def make(cls, inputs: list[readers.InputFile], *, max_tokens: int | None, in_order: bool = False,
              mix: dict[str, float] | None = None, source_pattern: str | None = None, seed: int = 0,
-             sample_bytes: int, bad: dict[int, str] | None = None) -> "Plan":
+             sample_bytes: int, bad: dict[int, str] | None = None) -> Plan:
         """The plan's fixed part: sources, their seeded file orders, the mode (and, for a plain or
         in-order build, the reads). Quotas wait for :meth:`set_rates`."""
         if mix is not None and max_tokens is None:
@@ -357,7 +358,7 @@ class Plan:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Plan":
+    def from_dict(cls, d: dict) -> Plan:
         d = dict(d)
         if d.get("version") != PLAN_VERSION:
             raise PlanError(f"{PLAN_NAME} was written by another version of the builder; use --overwrite to "
@@ -376,7 +377,7 @@ class Plan:
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
-    def differences(self, other: "Plan") -> list[str]:
+    def differences(self, other: Plan) -> list[str]:
         """How ``other`` (computed now) differs from this plan's fixed part, for a person."""
         a, b = self.fixed(), other.fixed()
         out = []
@@ -576,14 +577,13 @@ def describe(plan: Plan, part: tuple[int, int] | None = None) -> str:
                  _bytes(sum(s.bytes or 0 for s in plan.sources)), _count(sum(known) if known else None),
                  "100%", "100%" if plan.sampled else "-", _count(quota) if plan.sampled else "all",
                  f"{len(to_read):,}" if reads is not None else "?"))
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    lines += ["  " + "  ".join(v.ljust(w) if c == 0 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths)))
-              for r in rows]
+    lines += aligned(rows)
     if any(s.tokens_per_byte is None and s.est_tokens is not None for s in plan.sources):
         priors = sorted({f"{PRIOR_TOKENS_PER_BYTE[x[1]]} for {x[1]}" for x in plan.inputs
                          if x[1] in PRIOR_TOKENS_PER_BYTE})
         lines.append(f"  ~ assumed tokens per byte on disk ({', '.join(priors)}); the build measures each source "
-                     f"on its first bytes (up to {MEASURE_BYTES >> 20} MB) with its tokenizer and sets the quotas from that")
+                     f"on its first bytes (up to {MEASURE_BYTES >> 20} MB) with its tokenizer and sets the quotas "
+                     f"from that")
     short = [s for s in plan.sources if plan.sampled and s.quota is not None and s.est_tokens is not None
              and s.quota < round(plan.max_tokens * s.target)]
     for s in short:

@@ -129,6 +129,14 @@ def source_rows(plan, read_inputs: set[int], input_stats: list[dict], total_toke
     return rows
 
 
+def aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    """Table rows as lines: the first column left-aligned, the others right-aligned, two spaces apart."""
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    return ["  " + "  ".join(v.ljust(w) if c == 0 else v.rjust(w) for c, (v, w) in enumerate(zip(row, widths,
+                                                                                            strict=True)))
+            for row in rows]
+
+
 def source_table(rows: list[dict]) -> list[str]:
     """The per-source rows of a manifest as aligned lines."""
     head = ("source", "files planned/opened/finished", "documents", "tokens", "share", "planned")
@@ -136,9 +144,7 @@ def source_table(rows: list[dict]) -> list[str]:
                        + (f" ({r['files_bad']} bad)" if r.get("files_bad") else ""),
                        f"{r['documents']:,}", f"{r['tokens']:,}", f"{100 * r['share']:.1f}%",
                        "-" if r["share_planned"] is None else f"{100 * r['share_planned']:.1f}%") for r in rows]
-    widths = [max(len(row[c]) for row in table) for c in range(len(head))]
-    return ["  " + "  ".join(v.ljust(w) if c == 0 else v.rjust(w) for c, (v, w) in enumerate(zip(row, widths)))
-            for row in table]
+    return aligned(table)
 
 
 def print_summary(out: Path, manifest: dict, elapsed: float, run_tokens: int, text_bytes: int,
@@ -151,10 +157,7 @@ def print_summary(out: Path, manifest: dict, elapsed: float, run_tokens: int, te
     for split in shards.SPLITS:
         n_shards = sum(1 for e in manifest["shards"] if e["split"] == split)
         rows.append((split, f"{t[split]['documents']:,}", f"{t[split]['tokens']:,}", str(n_shards)))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [f"dataset {out}"]
-    lines += ["  " + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-              for r in rows]
+    lines = [f"dataset {out}"] + aligned(rows)
     plan = manifest.get("plan") or {}
     if manifest.get("sources"):
         target = (f", --max-tokens {plan['max_tokens']:,}: {tokens / plan['max_tokens']:.1%} of it"

@@ -26,15 +26,23 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import orjson
 
 from preprocess import http
 from preprocess.errors import BadInputFile, CorruptStream
-from preprocess.inputs import (HF_PREFIX, KNOWN_SUFFIXES, LINE_KINDS, InputFile, is_url, kind_of, parse_hf_spec,
-                               resolve_inputs)
+from preprocess.inputs import (
+    HF_PREFIX,
+    KNOWN_SUFFIXES,
+    LINE_KINDS,
+    InputFile,
+    is_url,
+    kind_of,
+    parse_hf_spec,
+    resolve_inputs,
+)
 from preprocess.streams import MEMBER_END, byte_chunks, checked_start, decompressed, head_bytes, what_it_is
 
 # what the rest of the pipeline reads through this module
@@ -364,7 +372,7 @@ def _parquet(inp: InputFile, text_field: str) -> Iterator[Record | Skipped]:
         for batch in pf.iter_batches(batch_size=1024, columns=columns):
             texts = batch.column(0).to_pylist()
             ids = batch.column(1).to_pylist() if len(columns) == 2 else [None] * len(texts)
-            for text, rid in zip(texts, ids):
+            for text, rid in zip(texts, ids, strict=True):
                 row += 1
                 if text is None:
                     yield Skipped("non_string_text", row, f"{text_field!r} is null")

@@ -49,7 +49,7 @@ class BuildState:
     record_sources: dict = field(default_factory=dict)  # records' own "source" field -> [documents, tokens]
 
     @classmethod
-    def fresh(cls, options: dict, n_inputs: int) -> "BuildState":
+    def fresh(cls, options: dict, n_inputs: int) -> BuildState:
         return cls(options=options,
                    input_stats=[{"records": 0, "documents": 0, "tokens": 0, "skipped": {}, "status": "pending"}
                                 for _ in range(n_inputs)])
@@ -95,7 +95,7 @@ class Snapshot:
     writers: dict
 
     @classmethod
-    def take(cls, state: BuildState, input_index: int | None, writers: dict) -> "Snapshot":
+    def take(cls, state: BuildState, input_index: int | None, writers: dict) -> Snapshot:
         keep = {k: copy.deepcopy(getattr(state, k)) for k in ("position", "resume", "totals", "skipped",
                                                                 "repaired", "record_sources", "stopped")}
         keep["n_shards"] = len(state.shards)

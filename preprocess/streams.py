@@ -5,7 +5,7 @@ check. The same chain serves local files and URLs. Decompressed output comes in 
 unbounded buffer."""
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from preprocess import http
 from preprocess.errors import CorruptStream
@@ -49,7 +49,8 @@ def head_bytes(inp: InputFile, n: int) -> bytes:
 def what_it_is(head: bytes, content_type: str | None, wanted: str, url: bool) -> str:
     """Why ``head`` (the first bytes of a stream) is not ``wanted`` data, for a person."""
     shown = head[:60].decode("utf-8", "replace").replace("\n", " ")
-    html = head.lstrip()[:1] == b"<" or (content_type or "").split(";")[0].strip() in ("text/html", "application/xhtml+xml")
+    media = (content_type or "").split(";")[0].strip()
+    html = head.lstrip()[:1] == b"<" or media in ("text/html", "application/xhtml+xml")
     if html:
         if url:
             return (f"the server sent an HTML page instead of {wanted} data (Content-Type: {content_type or 'none'}; "

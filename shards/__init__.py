@@ -19,9 +19,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -467,7 +467,7 @@ def window_count(n_tokens: int, seq_len: int) -> int:
 def iter_documents(directory: str | os.PathLike, entry: dict, dtype: str) -> Iterator[np.ndarray]:
     tokens = open_tokens(directory, entry, dtype)
     starts, ends = document_bounds(open_index(directory, entry), len(tokens))
-    for a, b in zip(starts, ends):
+    for a, b in zip(starts, ends, strict=True):
         yield tokens[a:b]
 
 

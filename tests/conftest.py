@@ -274,7 +274,8 @@ def dolma_like_corpus(root: Path) -> dict:
             for d in range(docs + rng.randint(-docs // 4, docs // 4)):
                 n = rng.randint(lo, hi)
                 own, common = rng.choices(words, weights, k=n), rng.choices(_COMMON, k=n)
-                body = [w if r < 0.6 else c for w, c, r in zip(own, common, [rng.random() for _ in range(n)])]
+                coins = [rng.random() for _ in range(n)]
+                body = [w if r < 0.6 else c for w, c, r in zip(own, common, coins, strict=True)]
                 text = " ".join(body).capitalize() + "."
                 texts.append(text)
                 records.append({"id": f"{source}-{f:04d}-{d}", "text": text, "source": field,

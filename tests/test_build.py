@@ -14,11 +14,19 @@ from tokenizers import Tokenizer
 
 import shards
 import tokenizer as tk
-from preprocess.encode import split_is_val
 from preprocess.cli import main
+from preprocess.encode import split_is_val
 from preprocess.options import OptionError, parse_count, parse_part, select_part
-from tests.conftest import (FAST, assert_nothing_lost, build, decoded_documents, file_hashes, make_corpus, sample_texts,
-                            write_jsonl_gz)
+from tests.conftest import (
+    FAST,
+    assert_nothing_lost,
+    build,
+    decoded_documents,
+    file_hashes,
+    make_corpus,
+    sample_texts,
+    write_jsonl_gz,
+)
 
 # ---------------------------------------------------------------------------------------------------
 
@@ -69,7 +77,7 @@ def test_split_is_by_document_hash_and_stable(tmp_path):
     ids = [f"s0-{f}-{i}" for f in range(2) for i in range(40)]
     assert build(corpus, tmp_path / "a") == 0
     assert build(corpus, tmp_path / "b", "--shard-tokens", "5000") == 0  # other shard boundaries
-    expected_val = collections.Counter(t for t, i in zip(texts, ids) if split_is_val(i, 0.2))
+    expected_val = collections.Counter(t for t, i in zip(texts, ids, strict=True) if split_is_val(i, 0.2))
     assert 0 < sum(expected_val.values()) < len(texts)
     for out in ("a", "b"):
         docs = decoded_documents(tmp_path / out)

@@ -20,8 +20,16 @@ import pytest
 
 import shards
 from preprocess.cli import main
-from tests.conftest import (FAST, ROOT, assert_nothing_lost, build, file_hashes, make_corpus, sample_texts,
-                            write_jsonl_gz)
+from tests.conftest import (
+    FAST,
+    ROOT,
+    assert_nothing_lost,
+    build,
+    file_hashes,
+    make_corpus,
+    sample_texts,
+    write_jsonl_gz,
+)
 
 
 def _flip_a_bit_that_inflates_into_garbage(data: bytes, past: int) -> bytes:

@@ -134,7 +134,7 @@ def test_killed_at_many_moments_across_every_input_kind_gives_identical_files(tm
     out = tmp_path / "out"
     for k in (1, n_train // 5, 2 * n_train // 5, 3 * n_train // 5, 4 * n_train // 5):
         name = shards.shard_file_name("train", k)
-        _kill_when(_start(corpus, out), lambda: (out / name).exists())
+        _kill_when(_start(corpus, out), lambda name=name: (out / name).exists())
     done = subprocess.run(_command(corpus, out), cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert file_hashes(out) == reference

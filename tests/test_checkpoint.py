@@ -12,8 +12,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train.checkpoint import (CheckpointError, clean_state_dict, find_checkpoint, load_model, load_model_state,
-                              load_training_state, rng_state, save_checkpoint, unwrap)
+from train.checkpoint import (
+    CheckpointError,
+    clean_state_dict,
+    find_checkpoint,
+    load_model,
+    load_model_state,
+    load_training_state,
+    rng_state,
+    save_checkpoint,
+    unwrap,
+)
 from train.config import Config
 from train.model import GPT, ModelConfig
 
@@ -25,6 +34,10 @@ def save(run, step, model, is_best=False, keep=2):
     config = Config(model=model.cfg).to_dict()
     return save_checkpoint(run, step, model, opt, None, {"step": step}, config, [rng_state()], keep, is_best)
 
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 def test_keeps_last_k_and_best_and_finds_them(tmp_path):
     model = GPT(CFG)
@@ -40,7 +53,7 @@ def test_keeps_last_k_and_best_and_finds_them(tmp_path):
     shutil.copyfile(__file__, tmp_path / "tokenizer.json")  # load_model only needs the path to exist
     loaded, cfg, tok = load_model(tmp_path, which="latest")
     assert cfg == CFG and tok == tmp_path / "tokenizer.json"
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    assert same_weights(loaded, model)
 
 
 def test_compiled_state_dict_loads_into_plain_model_and_back(tmp_path):
@@ -50,11 +63,11 @@ def test_compiled_state_dict_loads_into_plain_model_and_back(tmp_path):
     keys = list(compiled.state_dict())
     assert keys and all(k.startswith("_orig_mod.") for k in keys)
     load_model_state(plain, compiled.state_dict())
-    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), unwrap(compiled).state_dict().values()))
+    assert same_weights(plain, unwrap(compiled))
     torch.manual_seed(1)
     other = GPT(CFG)
     load_model_state(compiled, other.state_dict())
-    assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), unwrap(compiled).state_dict().values()))
+    assert same_weights(other, unwrap(compiled))
     path = save(tmp_path, 1, compiled)
     assert set(load_file(str(path / "model.safetensors"))) == set(other.state_dict())
     assert clean_state_dict({"module._orig_mod.a": 1}) == {"a": 1}

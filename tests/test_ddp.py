@@ -47,7 +47,7 @@ def test_two_gloo_ranks_match_one_process_with_double_accumulation(tiny_dataset,
     evals = [[json.loads(line)["val_loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
               if json.loads(line)["type"] == "eval"] for name in ("ddp", "one")]
     assert len(evals[0]) == len(evals[1]) == 2
-    assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(*evals))
+    assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(*evals, strict=True))
 
 
 def worker_pid(launcher_pid: int, rank: int) -> int | None:

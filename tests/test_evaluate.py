@@ -12,8 +12,8 @@ import tokenizer as tk
 from tests.conftest import build_dataset, sample_texts
 from tests.test_generate import make_run, tiny_run  # noqa: F401  (fixture)
 from train.checkpoint import load_model
-from train.model import GPT, ModelConfig
 from train.evaluate import LLMEvaluator, distinct_n, main, repetition_rate, speed_table
+from train.model import GPT, ModelConfig
 
 
 def test_distinct_and_repetition_by_hand():

@@ -12,8 +12,16 @@ import torch
 
 from train.checkpoint import rng_state, save_checkpoint
 from train.config import Config
-from train.generate import (LLMInference, apply_repetition_penalty, generate_ids, main, read_prompts,
-                            sample_next, top_k_filter, top_p_filter)
+from train.generate import (
+    LLMInference,
+    apply_repetition_penalty,
+    generate_ids,
+    main,
+    read_prompts,
+    sample_next,
+    top_k_filter,
+    top_p_filter,
+)
 from train.model import GPT, ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +177,7 @@ def test_batch_to_json_and_jsonl(capsys, tmp_path, tiny_run):
         assert main([str(tiny_run), "--prompts", str(tmp_path / "prompts.txt"), "--output", str(out),
                      "--max-new-tokens", "8", "--temperature", "0", "--device", "cpu"]) == 0
         text = out.read_text(encoding="utf-8")
-        records = [json.loads(l) for l in text.splitlines()] if name.endswith("l") else json.loads(text)
+        records = [json.loads(line) for line in text.splitlines()] if name.endswith("l") else json.loads(text)
         assert [r["prompt"] for r in records] == prompts
         assert [r["completion"] for r in records] == expected
         assert "3 completions" in capsys.readouterr().err

@@ -56,7 +56,7 @@ def test_state_round_trip_gives_the_identical_next_batches(tmp_path):
     b.load_state_dict(state)
     got = [b.next_batch()[0].clone() for _ in range(30)]
     b.close()
-    assert all(torch.equal(e, g) for e, g in zip(expected, got))
+    assert all(torch.equal(e, g) for e, g in zip(expected, got, strict=True))
 
 
 def test_ranks_are_disjoint_and_together_equal_one_process(tmp_path):

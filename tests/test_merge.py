@@ -6,8 +6,7 @@ import pytest
 import shards
 import tokenizer as tk
 from preprocess.cli import main
-from tests.conftest import sample_texts
-from tests.conftest import FAST, assert_nothing_lost, decoded_documents, make_corpus
+from tests.conftest import FAST, assert_nothing_lost, decoded_documents, make_corpus, sample_texts
 
 
 @pytest.fixture

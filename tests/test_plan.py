@@ -3,6 +3,7 @@ sampled build over a Dolma-style list served over HTTP holds (tests/conftest.py:
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import os
 import signal
@@ -18,8 +19,15 @@ import shards
 from preprocess import plan as plans
 from preprocess.cli import main
 from preprocess.readers import InputFile
-from tests.conftest import (DOLMA_LIKE, ROOT, assert_nothing_lost, decoded_documents, file_hashes, load_tool,
-                            signature_words)
+from tests.conftest import (
+    DOLMA_LIKE,
+    ROOT,
+    assert_nothing_lost,
+    decoded_documents,
+    file_hashes,
+    load_tool,
+    signature_words,
+)
 
 # --- sources ---------------------------------------------------------------------------------------
 
@@ -106,7 +114,7 @@ def test_the_file_order_is_seeded_not_the_list_order():
     assert cc != {s.name: s.files for s in c.sources}["cc_en_head"]
     # the reads interleave the sources (by how far into its quota each read lies), not one after another
     owner = [a.source_of_input()[i] for i, _ in a.reads]
-    changes = sum(x != y for x, y in zip(owner, owner[1:]))
+    changes = sum(x != y for x, y in itertools.pairwise(owner))
     assert changes > len(set(owner)) - 1, owner
 
 

@@ -14,8 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from preprocess import readers, streams
-from preprocess.readers import (BadInputFile, InputFile, Record, Skipped, probe, read_records,
-                                resolve_inputs)
+from preprocess.readers import BadInputFile, InputFile, Record, Skipped, probe, read_records, resolve_inputs
 
 # One JSONL file exercising every per-record outcome, with the line each lands on.
 BAD_JSONL = b"".join([
@@ -153,7 +152,8 @@ def test_truncated_file_yields_complete_records_then_names_the_file(tmp_path, na
     assert f"after line {len(got):,}" in msg and "--skip-bad-files" in msg
     # Every yielded item is a complete, correct record, in order; a partial last line is never yielded.
     assert 1000 < len(got) < 4000
-    assert got == [Record(json.loads(line)["text"], str(i), i + 1) for i, line in enumerate(data.splitlines()[:len(got)])]
+    lines = data.splitlines()[:len(got)]
+    assert got == [Record(json.loads(line)["text"], str(i), i + 1) for i, line in enumerate(lines)]
 
 
 def test_corrupt_gzip_crc_is_bad_input(tmp_path, inflater):
@@ -161,8 +161,8 @@ def test_corrupt_gzip_crc_is_bad_input(tmp_path, inflater):
     blob[-8] ^= 0xFF  # the CRC32 in the trailer
     (tmp_path / "c.json.gz").write_bytes(bytes(blob))
     # This small member decompresses in one call, so the check fails before any of it is yielded.
-    with pytest.raises(BadInputFile, match=r"c\.json\.gz: corrupt gzip data \(.*(incorrect data check|Incorrect checksum)"
-                       r".*\), before its first"):
+    with pytest.raises(BadInputFile, match=r"c\.json\.gz: corrupt gzip data \(.*"
+                       r"(incorrect data check|Incorrect checksum).*\), before its first"):
         list(read_records(resolve_inputs([str(tmp_path / "c.json.gz")])[0]))
 
 
@@ -213,7 +213,8 @@ def test_txt_whole_file_and_blocks(tmp_path):
 
 def test_txt_bad_inputs(tmp_path):
     (tmp_path / "bad.txt").write_bytes(b"ok\n\xff\xfe\n\nfine")
-    assert read_all(tmp_path / "bad.txt") == [Skipped("undecodable_bytes", 1, "invalid UTF-8 at byte 3: b'\\xff\\xfe\\n\\n'")]
+    assert read_all(tmp_path / "bad.txt") == [
+        Skipped("undecodable_bytes", 1, "invalid UTF-8 at byte 3: b'\\xff\\xfe\\n\\n'")]
     assert read_all(tmp_path / "bad.txt", txt_blocks=True) == [
         Skipped("undecodable_bytes", 1, "invalid UTF-8 at byte 3: b'\\xff\\xfe'"), Record("fine", None, 2)]
     (tmp_path / "empty.txt").write_bytes(b" \n\n")
@@ -288,7 +289,7 @@ def test_on_bytes_reports_every_source_byte_as_it_reads(tmp_path):
     path.write_bytes(gz(docs(3000)))
     inp = InputFile(str(path), "jsonl.gz", path.stat().st_size)
     seen, counts_at_first_record = [], None
-    for item in read_records(inp, on_bytes=seen.append):
+    for _ in read_records(inp, on_bytes=seen.append):
         if counts_at_first_record is None:
             counts_at_first_record = sum(seen)
     assert sum(seen) == path.stat().st_size

@@ -2,6 +2,8 @@
 (a shard closes after the document that brings it to at least shard_tokens), written without joins."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -40,13 +42,13 @@ def test_blocks_of_any_size_give_the_rule_s_shards(tmp_path_factory, lengths, sh
     w = shards.ShardWriter(directory, "train", "uint16", EOT, shard_tokens)
     entries = []
     bounds = sorted({0, len(docs), *[min(c, len(docs)) for c in cuts]})
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         entries += w.add_block(*block(docs[a:b]))
     last = w.flush()
     entries += [last] if last else []
     want = expected_shards(docs, shard_tokens)
     assert len(entries) == len(want)
-    for i, (entry, (tokens, offsets)) in enumerate(zip(entries, want)):
+    for i, (entry, (tokens, offsets)) in enumerate(zip(entries, want, strict=True)):
         assert entry["file"] == shards.shard_file_name("train", i)
         got = np.fromfile(directory / entry["file"], dtype=np.uint16)
         assert got.tolist() == tokens and entry["tokens"] == len(tokens) and entry["documents"] == len(offsets)

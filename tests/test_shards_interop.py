@@ -50,7 +50,7 @@ def test_document_convention_holds_with_plain_numpy(tiny_dataset):
         # the separators sit exactly at the indexed offsets and nowhere else
         assert np.array_equal(np.flatnonzero(tokens == eot), idx)
         ends = np.append(idx[1:], len(tokens))
-        docs = [tokens[a + 1:b] for a, b in zip(idx, ends)]
+        docs = [tokens[a + 1:b] for a, b in zip(idx, ends, strict=True)]
         assert all(len(d) > 0 for d in docs)
         assert sum(len(d) + 1 for d in docs) == entry["tokens"]
         # a document decodes to text that re-encodes to the same ids: the boundaries are real ones

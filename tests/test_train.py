@@ -151,7 +151,7 @@ def test_compiled_training_matches_eager_and_its_checkpoint_loads_plain(tiny_dat
     assert all(abs(curves["true"][s] - curves["false"][s]) < 1e-3 for s in curves["false"])
     model, _, _ = load_model(tmp_path / "true")
     plain, _, _ = load_model(tmp_path / "false")
-    for (name, a), (_, b) in zip(model.state_dict().items(), plain.state_dict().items()):
+    for (name, a), (_, b) in zip(model.state_dict().items(), plain.state_dict().items(), strict=True):
         assert torch.allclose(a, b, atol=1e-3), name
 
 

@@ -15,9 +15,9 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable, Sequence
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -165,7 +165,7 @@ def _byte_decoder() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
 
 
 def _tiktoken_incompatibility(spec: dict) -> str | None:
@@ -310,7 +310,7 @@ def verify_encoder(fast: Encoder, tok: Tokenizer, sample: Sequence[str] = (), en
     reference = _hf_ids(tok, texts)
     as_lists = fast.encode_batch(texts)
     as_arrays = [list(map(int, x)) for x in fast.encode_batch(texts, arrays=True)]
-    bad = [t for t, x, y, z in zip(texts, reference, as_lists, as_arrays) if not x == y == z]
+    bad = [t for t, x, y, z in zip(texts, reference, as_lists, as_arrays, strict=True) if not x == y == z]
     if not bad:
         fast.reason = f"gives HF's ids on all {len(texts)} check texts"
         return fast

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling export_onnx.py
 
 import export_onnx  # noqa: E402
+
 from train.checkpoint import CheckpointError, load_model  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
 from train.model import GPT  # noqa: E402
@@ -204,13 +205,13 @@ def main(argv=None) -> None:
             ids = rng.integers(0, model.cfg.vocab_size, size=(b, t), dtype=np.int64)
             ids_t = torch.from_numpy(ids)
 
-            def torch_forward():
+            def torch_forward(ids_t=ids_t):
                 with torch.inference_mode():
                     return model(ids_t)[0].numpy()
 
             fns = {"PyTorch fp32": torch_forward}
             for name, sess in sessions.items():
-                fns[name] = lambda sess=sess: sess.run(["logits"], {"input_ids": ids})[0]
+                fns[name] = lambda sess=sess, ids=ids: sess.run(["logits"], {"input_ids": ids})[0]
             reference = torch_forward()
             agree = {name: export_onnx.agreement(reference, fn()) for name, fn in fns.items() if name in sessions}
             seconds = time_round_robin(fns, args.warmup, args.repeats)

@@ -42,11 +42,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tokenizers import Tokenizer, pre_tokenizers, trainers  # noqa: E402
+
 import shards  # noqa: E402
 import tokenizer as tk  # noqa: E402
 from preprocess import readers  # noqa: E402
 from preprocess.default_corpus import ensure_default_corpus  # noqa: E402
-from tokenizers import Tokenizer, pre_tokenizers, trainers  # noqa: E402
 
 
 def write_corpus(src: Path, out: Path, target_bytes: int, n_files: int = 8) -> list[str]:
@@ -250,9 +251,9 @@ def main(argv=None) -> None:
           flush=True)
 
     # --- BPE training: the builder's path (files -> sample -> train_bpe) vs the raw HF trainer
+    from preprocess import plan as plans
     from preprocess.build import Builder
     from preprocess.options import BuildOptions
-    from preprocess import plan as plans
     builder = Builder(BuildOptions(out=str(work / "tok"), inputs=[str(work / "corpus")]), log=lambda m: None)
     plan, inputs = builder.make_plan(readers.resolve_inputs([str(work / "corpus")]))
     sample = lambda: plans.sample_texts(plan, inputs, "text", False, lambda t: tk.repair_surrogates(t)[0])  # noqa: E731
@@ -348,8 +349,9 @@ def main(argv=None) -> None:
     print(f"builder -w2 / raw arrays 2 processes    {rate(n2, b2) / rate(n_tokens, t_ttpa):>6.2f}   "
           f"encoding phase {rate(n2, e2) / rate(n_tokens, t_ttpa):.2f}")
     print(f"builder scaling -w2 / -w1               {b1 / b2:>6.2f}x  encoding phase {e1 / e2:.2f}x")
+    workers = rate(docs_tokens, t_main) / rate(n_tokens, t_tta)
     print(f"main thread of a -w2 encoding pass      {t_main:>6.2f} s of CPU = "
-          f"{rate(docs_tokens, t_main):.0f}M tokens/s: enough for ~{rate(docs_tokens, t_main) / rate(n_tokens, t_tta):.0f} "
+          f"{rate(docs_tokens, t_main):.0f}M tokens/s: enough for ~{workers:.0f} "
           f"workers")
     print(f"peak RSS of a build (all processes)  <= {max(rss1, rss2) / 2**20:>6.0f} MiB (target < 2048)")
     print(f"\nBPE training, vocab {args.vocab_size}: builder path {mb / t_ours:.2f} MB/s ({t_ours:.1f} s), "

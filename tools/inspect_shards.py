@@ -159,7 +159,8 @@ def print_summary(s: dict) -> None:
     rows = list(s["splits"].items()) + [("total", {**s["totals"], "tokens_per_document":
                                                    s["totals"]["tokens"] / max(s["totals"]["documents"], 1)})]
     for name, r in rows:
-        print(f"  {name:<6} {r['shards']:>6,} {r['documents']:>12,} {r['tokens']:>15,} {r['tokens_per_document']:>11.1f}")
+        print(f"  {name:<6} {r['shards']:>6,} {r['documents']:>12,} {r['tokens']:>15,} "
+              f"{r['tokens_per_document']:>11.1f}")
     print()
     if s["sources"]:
         from preprocess.progress import source_table  # the builder's own table, as its summary prints it
@@ -345,7 +346,7 @@ def print_stats(s: dict) -> None:
               f"p90 {d['p90']:,} · p99 {d['p99']:,} · max {d['p100']:,}")
         edges, counts = d["histogram"]["edges"], d["histogram"]["counts"]
         peak = max(counts) or 1
-        for a, b, c in zip(edges, edges[1:], counts):
+        for a, b, c in zip(edges, edges[1:], counts, strict=False):
             label = f"{a:,}" if b - a == 1 else f"{a:,}–{b - 1:,}"
             print(f"    {label:>15} {c:>10,} {'█' * round(40 * c / peak)}")
     print("  most frequent tokens:")
@@ -430,7 +431,10 @@ def main(argv=None) -> int:
             if args.seq_len < 1:
                 raise UsageError(f"--seq-len must be at least 1, got {args.seq_len}")
             r = decode(args.dir, args.split, args.doc, args.window, args.seq_len, args.random, args.seed)
-            print(json.dumps(r, indent=2, ensure_ascii=False)) if args.json else print_decode(r, args.ids, args.max_chars)
+            if args.json:
+                print(json.dumps(r, indent=2, ensure_ascii=False))
+            else:
+                print_decode(r, args.ids, args.max_chars)
             return 0
         r = stats(args.dir, args.split, args.top, args.sample_docs, args.seed, args.bins)
         if args.plot:

@@ -5,8 +5,9 @@
     python tools/plot_run.py runs/demo --json                    the summary only, for programs
 
 Reads ``RUN/metrics.jsonl`` (one JSON object per line: training records carry step, loss, lr and
-tokens; evaluation records, ``"type": "eval"``, carry val_loss). Prints a short summary of each run; ``--out`` also draws
-the plot. A half-written last line (a run still writing, or killed mid-line) is skipped and said so.
+tokens; evaluation records, ``"type": "eval"``, carry val_loss). Prints a short summary of each
+run; ``--out`` also draws the plot. A half-written last line (a run still writing, or killed
+mid-line) is skipped and said so.
 """
 from __future__ import annotations
 
@@ -96,11 +97,11 @@ def plot(runs: list[tuple[Path, list[dict]]], out: Path, log_loss: bool) -> None
         s, c, name = series(records), colors[k % len(colors)], run.name or str(run)
         for ax, train_key, val_key in ((ax_step, "loss_step", "val_step"), (ax_tok, "loss_tokens", "val_tokens")):
             if s[train_key]:
-                ax.plot(*zip(*s[train_key]), color=c, alpha=0.8, lw=1.2, label=f"{name} train")
+                ax.plot(*zip(*s[train_key], strict=True), color=c, alpha=0.8, lw=1.2, label=f"{name} train")
             if s[val_key]:
-                ax.plot(*zip(*s[val_key]), color=c, lw=2, ls="--", marker="o", ms=4, label=f"{name} val")
+                ax.plot(*zip(*s[val_key], strict=True), color=c, lw=2, ls="--", marker="o", ms=4, label=f"{name} val")
         if s["lr_step"]:
-            ax_lr.plot(*zip(*s["lr_step"]), color=c, lw=1.5, label=name)
+            ax_lr.plot(*zip(*s["lr_step"], strict=True), color=c, lw=1.5, label=name)
     ax_step.set(title="loss vs steps", xlabel="step", ylabel="loss (nats/token)")
     ax_tok.set(title="loss vs tokens", xlabel="tokens seen", ylabel="loss (nats/token)")
     ax_lr.set(title="learning rate", xlabel="step", ylabel="lr")

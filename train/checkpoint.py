@@ -38,9 +38,9 @@ import os
 import random
 import shutil
 import warnings
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch

@@ -14,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from train.model import ModelConfig
 
@@ -76,7 +77,7 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "config") -> "Config":
+    def from_dict(cls, d: dict, source: str = "config") -> Config:
         """A saved, resolved config (vocab_size included), e.g. RUN/config.json."""
         cfg = cls()
         merge(cfg, d, source, resolved=True)
@@ -172,7 +173,7 @@ RULES: dict[str, Rule] = {
     "logging.run_name": TEXT,                       # "": the run directory's name
 }
 
-JOINT_RULES: list[tuple[Callable[["Config"], bool], Callable[["Config"], str]]] = [
+JOINT_RULES: list[tuple[Callable[[Config], bool], Callable[[Config], str]]] = [
     (lambda c: c.training.max_steps > 0 or c.training.token_budget > 0,
      lambda c: "set training.max_steps or training.token_budget to a positive number (both are 0)"),
     (lambda c: c.model.d_model % c.model.n_heads == 0,

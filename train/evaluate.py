@@ -208,7 +208,8 @@ class LLMEvaluator:
                 "ended_document_share": stopped / len(seqs),
                 "settings": {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k,
                              "top_p": top_p, "repetition_penalty": repetition_penalty, "seed": seed},
-                "samples": [{"prompt": p, "completion": self.tok.decode(s)} for p, s in zip(prompts[:3], seqs)]}
+                "samples": [{"prompt": p, "completion": self.tok.decode(s)}
+                            for p, s in zip(prompts[:3], seqs, strict=False)]}
 
     def default_prompts(self, data_dir: str | Path, n: int = 8, prompt_tokens: int = 8) -> list[str]:
         """The first ``prompt_tokens`` tokens of ``n`` val documents, as text."""

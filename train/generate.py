@@ -30,8 +30,9 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, TextIO
+from typing import TextIO
 
 import torch
 from tokenizers import Tokenizer
@@ -337,7 +338,8 @@ def read_prompts(path: str | Path) -> list[str]:
     if suffix not in (".json", ".jsonl"):
         return [line for line in text.splitlines() if line.strip()]
     try:
-        items = json.loads(text) if suffix == ".json" else [json.loads(l) for l in text.splitlines() if l.strip()]
+        lines = [line for line in text.splitlines() if line.strip()]
+        items = json.loads(text) if suffix == ".json" else [json.loads(line) for line in lines]
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid {suffix[1:].upper()}: {e}") from None
     prompts = []

@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 import math
 import os
+import secrets
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -604,7 +605,7 @@ def read_back(run: Run, pending: list[tuple[int, torch.Tensor, torch.Tensor]],
         values[:, 0] = summed[:len(pending)] / run.d.world_size
         received = int(summed[len(pending):].max().item()) or None
     rows = values.tolist()
-    for (step, _, _), (loss, _) in zip(pending, rows):
+    for (step, _, _), (loss, _) in zip(pending, rows, strict=True):
         if not math.isfinite(loss):
             raise TrainingError(
                 f"loss is {loss} at step {step}; stopping. Last good checkpoint: {run.last_checkpoint or 'none'}. "
