@@ -363,3 +363,21 @@ def test_parts_of_a_sampled_plan_merge_to_the_one_machine_build(static_server, d
     assert (tmp_path / "merged" / plans.PLAN_NAME).read_bytes() == (tmp_path / "one" / plans.PLAN_NAME).read_bytes()
     assert_nothing_lost(tmp_path / "merged", [t for c in one.values() for t in c.elements()])
     json.loads((tmp_path / "merged" / "manifest.json").read_text())  # written last, whole
+
+
+def test_a_resumed_build_refuses_a_changed_plan(tmp_path, monkeypatch, capsys):
+    from tests.conftest import FAST, make_corpus
+
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, n_files=4, docs_per_file=40)
+    args = ["--input", str(corpus), "--out", str(tmp_path / "out"), *FAST, "--max-tokens", "3000"]
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(shards, "write_manifest", killed)
+    assert main(args) == 130
+    monkeypatch.undo()
+    (corpus / "part_03.json.gz").write_bytes((corpus / "part_00.json.gz").read_bytes()[:-1] + b"\0")  # changed
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "the plan of the unfinished build" in err and "the input files differ" in err and "part_03" in err
