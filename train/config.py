@@ -17,6 +17,8 @@ from typing import Any
 from train.model import ModelConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+OPTIMIZERS = ("adamw", "muon")  # training.optimizer (train/optim.py)
+SCHEDULES = ("cosine", "wsd")   # training.schedule
 
 
 class ConfigError(Exception):
@@ -32,7 +34,7 @@ class TrainingConfig:
     lr: float = 6e-4               # peak learning rate
     min_lr_ratio: float = 0.1      # cosine decay floor, as a fraction of lr
     warmup_steps: int = 100
-    weight_decay: float = 0.1      # on matrices only; never biases, norms or embeddings
+    weight_decay: float = 0.1      # on matrices only (AdamW's or Muon's); never biases, norms or embeddings
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0         # max global gradient L2 norm; 0 = no clipping
@@ -46,6 +48,14 @@ class TrainingConfig:
     device: str = "auto"           # auto, cpu, cuda
     precision: str = "auto"        # auto, fp32, bf16, fp16
     compile: bool = False          # torch.compile the model
+    # the optimizer and schedule (train/optim.py; README "Training recipes")
+    optimizer: str = "adamw"       # adamw, or muon: Muon on the blocks' matrices, AdamW on the rest
+    schedule: str = "cosine"       # cosine, or wsd: warmup, stable at the peak, linear decay at the end
+    decay_fraction: float = 0.2    # wsd: the final fraction of the steps over which the lr decays
+    muon_lr: float = 0.02          # optimizer=muon: peak lr of the blocks' matrices (torch.optim.Muon's lr)
+    muon_momentum: float = 0.95    # optimizer=muon: Muon's (Nesterov) momentum
+    embed_lr: float = 6e-4         # optimizer=muon: AdamW's peak lr for the token (and position) embedding
+    head_lr: float = 6e-4          # optimizer=muon: AdamW's peak lr for an untied head (model.untied_head)
 
 
 @dataclass
@@ -96,6 +106,24 @@ class Config:
         if self.model.d_model % self.model.n_heads:
             raise ConfigError(f"model.d_model ({self.model.d_model}) must be divisible by model.n_heads "
                               f"({self.model.n_heads})")
+        self._validate_recipe()
+
+    def _validate_recipe(self) -> None:
+        """The optimizer, schedule and model options of the modern recipe."""
+        t, m = self.training, self.model
+        for key, valid in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+            if getattr(t, key) not in valid:
+                raise ConfigError(f"training.{key}={getattr(t, key)!r} is not one of {', '.join(valid)}")
+        if not 0 < t.decay_fraction <= 1:
+            raise ConfigError(f"training.decay_fraction={t.decay_fraction} must be in (0, 1]: the share of the "
+                              f"steps over which schedule=wsd decays the lr")
+        for key in ("muon_lr", "embed_lr", "head_lr"):
+            if getattr(t, key) < 0:
+                raise ConfigError(f"training.{key} must be 0 or more, got {getattr(t, key)}")
+        if m.swiglu and m.relu2:
+            raise ConfigError("model.swiglu and model.relu2 are two kinds of MLP; set at most one of them to true")
+        if m.logit_softcap < 0:
+            raise ConfigError(f"model.logit_softcap must be 0 (off) or positive, got {m.logit_softcap}")
 
 
 def _section_fields(obj) -> dict[str, dataclasses.Field]:

@@ -30,7 +30,7 @@ from train import checkpoint as ckpt
 from train.config import Config, ConfigError
 from train.loader import Loader, ValWindows
 from train.model import GPT, peak_flops
-from train.optim import build_optimizer, get_lr
+from train.optim import build_optimizer, set_lr
 
 METRICS_NAME = "metrics.jsonl"
 WANDB_ID_NAME = "wandb_run_id"  # the W&B run this directory logs to (logging.wandb=true)
@@ -328,9 +328,7 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, resume: bool =
     stop = StopFlag()
     with stop:
         while step < max_steps:
-            lr = get_lr(step, t.lr, t.warmup_steps, max_steps, t.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = set_lr(optimizer, step, t, max_steps)
             step_loss = torch.zeros((), device=device)
             for micro in range(t.grad_accum_steps):
                 x, y = loader.next_batch()
