@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -342,3 +343,29 @@ def test_compiled_modern_training_matches_eager(tiny_dataset, tmp_path):
             assert (a - b).norm() < 0.15 * (b - init[name]).norm(), name
         else:
             assert torch.allclose(a, b, atol=1e-3), name
+
+
+@pytest.mark.slow
+def test_bench_recipe_runs_and_prints_every_row(tmp_path):
+    """tools/bench_recipe.py end to end on tiny settings: the stdlib dataset built by the real preprocess
+    CLI, every run, every table row. Nothing about speed or ratios is asserted."""
+    root = Path(__file__).resolve().parents[1]
+    sets = ["model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.seq_len=32", "training.batch_size=2",
+            "training.warmup_steps=2", "training.precision=fp32", "training.device=cpu"]
+    args = [sys.executable, "tools/bench_recipe.py", "--out", str(tmp_path / "bench"), "--steps", "10",
+            "--fractions", "0.3,0.5", "--eval-windows", "4", "--eval-interval", "5", "--vocab-size", "512",
+            "--timing-steps", "2", "--plot", str(tmp_path / "curves.png")]
+    for s in sets:
+        args += ["--set", s]
+    done = subprocess.run(args, cwd=root, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    from tests.test_inspect_shards import load_tool
+    ABLATION = load_tool("bench_recipe").ABLATION
+    for row in ["GPT-2 recipe, 1.0x", "modern, 0.3x", "modern, 0.4x", "modern, 0.5x", "ratio (modern tokens",
+                "GPT-2 recipe ", "modern recipe ", "modern / GPT-2 (target <= 1.15)", "plot written to"] + \
+            [label for label, _ in ABLATION]:
+        assert row in out, row
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    manifest = json.loads((tmp_path / "bench" / "data-stdlib-512" / "manifest.json").read_text())
+    assert manifest["vocab_size"] == 512 and manifest["totals"]["train"]["tokens"] > 5_000_000
