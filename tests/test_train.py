@@ -56,7 +56,7 @@ def test_overrides_coerce_and_reject_unknown_keys():
         load_config(None, ["training.batch_size=big"])
     with pytest.raises(ConfigError, match="comes from the dataset manifest"):
         load_config(None, ["model.vocab_size=100"])
-    with pytest.raises(ConfigError, match="presets: 75m_dolma, default, demo, small"):
+    with pytest.raises(ConfigError, match="presets: 75m_dolma, 75m_dolma_modern, default, demo, demo_modern, small"):
         load_config("nope")
 
 

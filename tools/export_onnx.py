@@ -8,9 +8,9 @@ and seq are dynamic (seq up to the model's ``seq_len``). It is the full forward 
 for scoring and batch inference. ``--kv-cache`` exports the forward with a cache instead, for
 token-by-token generation: ``past_keys`` and ``past_values`` (n_layers, batch, n_heads, past,
 head_dim) in, the same with ``past + seq`` positions out as ``present_keys`` / ``present_values``; the
-first call passes empty pasts (past = 0), each later call the presents of the one before. ``--int8`` adds a copy made by ONNX Runtime's dynamic quantization:
-weights of MatMul and Gather (embedding) nodes stored as int8, activations quantized per call; norms,
-softmax and the rest stay fp32.
+first call passes empty pasts (past = 0), each later call the presents of the one before. ``--int8``
+adds a copy made by ONNX Runtime's dynamic quantization: weights of MatMul and Gather (embedding)
+nodes stored as int8, activations quantized per call; norms, softmax and the rest stay fp32.
 
 Export uses the TorchScript-based exporter (``torch.onnx.export(dynamo=False)``), which needs nothing
 beyond torch; the dynamo exporter would need ``onnxscript``. After writing, each file is run with
@@ -77,12 +77,7 @@ class WithPast(torch.nn.Module):
         m = self.model
         T, P = input_ids.shape[1], past_keys.shape[3]
         positions = torch.arange(T, device=input_ids.device) + P
-        x = m.tok_emb(input_ids)
-        rope = None
-        if m.pos_emb is not None:
-            x = x + m.pos_emb(positions)
-        else:
-            rope = (m.rope_cos[positions], m.rope_sin[positions])
+        x, rope = m.embed(input_ids, positions)
         # query i sits at position P + i and may see keys 0..P + i
         mask = torch.arange(T + P, device=input_ids.device)[None, :] <= positions[:, None]
         keys, values = [], []
@@ -94,8 +89,7 @@ class WithPast(torch.nn.Module):
             values.append(v)
             x = x + block.attn.out(torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask))
             x = x + block.mlp(block.norm2(x))
-        logits = torch.nn.functional.linear(m.norm(x), m.tok_emb.weight)
-        return logits, torch.stack(keys), torch.stack(values)
+        return m.head(x), torch.stack(keys), torch.stack(values)
 
 
 def empty_past(cfg, batch: int, dtype=np.float32) -> np.ndarray:

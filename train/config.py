@@ -22,6 +22,8 @@ from typing import Any
 from train.model import ModelConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+OPTIMIZERS = ("adamw", "muon")  # training.optimizer (train/optim.py)
+SCHEDULES = ("cosine", "wsd")   # training.schedule
 
 
 class ConfigError(Exception):
@@ -37,7 +39,7 @@ class TrainingConfig:
     lr: float = 6e-4               # peak learning rate
     min_lr_ratio: float = 0.1      # cosine decay floor, as a fraction of lr
     warmup_steps: int = 100
-    weight_decay: float = 0.1      # on matrices only; never biases, norms or embeddings
+    weight_decay: float = 0.1      # on matrices only (AdamW's or Muon's); never biases, norms or embeddings
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0         # max global gradient L2 norm; 0 = no clipping
@@ -51,6 +53,14 @@ class TrainingConfig:
     device: str = "auto"           # auto, cpu, cuda
     precision: str = "auto"        # auto, fp32, bf16, fp16
     compile: bool = False          # torch.compile the model
+    # the optimizer and schedule (train/optim.py; README "Training recipes")
+    optimizer: str = "adamw"       # adamw, or muon: Muon on the blocks' matrices, AdamW on the rest
+    schedule: str = "cosine"       # cosine, or wsd: warmup, stable at the peak, linear decay at the end
+    decay_fraction: float = 0.2    # wsd: the final fraction of the steps over which the lr decays
+    muon_lr: float = 0.02          # optimizer=muon: peak lr of the blocks' matrices (torch.optim.Muon's lr)
+    muon_momentum: float = 0.95    # optimizer=muon: Muon's (Nesterov) momentum
+    embed_lr: float = 6e-4         # optimizer=muon: AdamW's peak lr for the token (and position) embedding
+    head_lr: float = 6e-4          # optimizer=muon: AdamW's peak lr for an untied head (model.untied_head)
 
 
 @dataclass
@@ -145,6 +155,12 @@ RULES: dict[str, Rule] = {
     "model.swiglu": BOOLEAN,
     "model.rmsnorm": BOOLEAN,
     "model.grad_checkpointing": BOOLEAN,
+    "model.qk_norm": BOOLEAN,
+    "model.relu2": BOOLEAN,
+    "model.embed_norm": BOOLEAN,
+    "model.zero_init": BOOLEAN,
+    "model.untied_head": BOOLEAN,
+    "model.logit_softcap": number(0),               # 0: off
     "training.max_steps": integer(0),               # 0: from token_budget
     "training.token_budget": integer(0),
     "training.batch_size": integer(1),
@@ -166,6 +182,13 @@ RULES: dict[str, Rule] = {
     "training.device": one_of("auto", "cpu", "cuda"),
     "training.precision": one_of("auto", "fp32", "bf16", "fp16"),
     "training.compile": BOOLEAN,
+    "training.optimizer": one_of(*OPTIMIZERS),
+    "training.schedule": one_of(*SCHEDULES),
+    "training.decay_fraction": number(0, 1, above=True),  # the share of the steps schedule=wsd decays over
+    "training.muon_lr": number(0),
+    "training.muon_momentum": number(0, 1, below=True),
+    "training.embed_lr": number(0),
+    "training.head_lr": number(0),
     "data.prefetch": integer(1),
     "logging.tensorboard": BOOLEAN,
     "logging.wandb": BOOLEAN,
@@ -178,6 +201,8 @@ JOINT_RULES: list[tuple[Callable[[Config], bool], Callable[[Config], str]]] = [
      lambda c: "set training.max_steps or training.token_budget to a positive number (both are 0)"),
     (lambda c: c.model.d_model % c.model.n_heads == 0,
      lambda c: f"model.d_model ({c.model.d_model}) must be divisible by model.n_heads ({c.model.n_heads})"),
+    (lambda c: not (c.model.swiglu and c.model.relu2),
+     lambda c: "model.swiglu and model.relu2 are two kinds of MLP; set at most one of them to true"),
     (lambda c: not c.model.rope or (c.model.d_model // c.model.n_heads) % 2 == 0,
      lambda c: f"model.rope=true needs an even head size, but model.d_model / model.n_heads = "
                f"{c.model.d_model // c.model.n_heads}; change one of them"),

@@ -3,7 +3,10 @@
 Token embeddings (+ learned position embeddings unless ``rope``), ``n_layers`` pre-norm blocks of
 causal self-attention (``F.scaled_dot_product_attention``) and an MLP, a final norm, and an output
 layer tied to the token embedding. Options, all off by default, are branches in this file: RoPE,
-SwiGLU, RMSNorm, gradient checkpointing.
+SwiGLU, RMSNorm, gradient checkpointing, and the parts of the modern recipe (``demo_modern``,
+``75m_dolma_modern``; README "Training recipes"): QK-norm, a ReLU² MLP, a normalized embedding,
+zero-initialized output projections, an untied output layer and logit soft-capping. With every
+option off the model is GPT-2's.
 
 API
 ---
@@ -51,6 +54,13 @@ class ModelConfig:
     swiglu: bool = False       # SwiGLU MLP (hidden 8/3 * d_model, rounded up to a multiple of 64) instead of GELU 4x
     rmsnorm: bool = False      # RMSNorm instead of LayerNorm
     grad_checkpointing: bool = False  # recompute each block in backward: less activation memory, ~1/3 more compute
+    # the modern recipe's parts (README "Training recipes" measures what each pays); all off = GPT-2
+    qk_norm: bool = False      # RMS-normalize each head's queries and keys (no weights): attention logits stay bounded
+    relu2: bool = False        # ReLU(x)^2 MLP (hidden 4x) instead of GELU; exclusive with swiglu
+    embed_norm: bool = False   # RMS-normalize the embedding (no weights) before the first block
+    zero_init: bool = False    # output projections of attention and MLP (and an untied head) start at zero
+    untied_head: bool = False  # a separate output matrix (lm_head) instead of the token embedding
+    logit_softcap: float = 0.0  # logits = cap * tanh(logits / cap); 0 = off
 
     def validate(self) -> None:
         if self.vocab_size <= 0:
@@ -59,6 +69,10 @@ class ModelConfig:
             raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
         if self.rope and (self.d_model // self.n_heads) % 2:
             raise ValueError(f"RoPE needs an even head size; d_model / n_heads = {self.d_model // self.n_heads}")
+        if self.swiglu and self.relu2:
+            raise ValueError("model.swiglu and model.relu2 are two kinds of MLP; set at most one of them")
+        if self.logit_softcap < 0:
+            raise ValueError(f"model.logit_softcap must be 0 (off) or positive, got {self.logit_softcap}")
 
 
 class KVCache:
@@ -73,15 +87,23 @@ class KVCache:
         self.max_len = max_len
 
 
+RMS_EPS = 1e-6
+
+
+def rms_norm(x: torch.Tensor, eps: float = RMS_EPS) -> torch.Tensor:
+    """x scaled to unit root-mean-square over its last dimension (computed in fp32), without weights."""
+    norm = x.float().pow(2).mean(-1, keepdim=True).add(eps).rsqrt()
+    return (x.float() * norm).type_as(x)
+
+
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-6):
+    def __init__(self, dim: int, eps: float = RMS_EPS):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        norm = x.float().pow(2).mean(-1, keepdim=True).add(self.eps).rsqrt()
-        return (x.float() * norm).type_as(x) * self.weight
+        return rms_norm(x, self.eps) * self.weight
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
@@ -107,17 +129,25 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads = cfg.n_heads
+        self.qk_norm = cfg.qk_norm
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
-        self.proj.is_residual = True  # scaled at init by depth
+        self.proj.is_residual = True  # scaled at init by depth, or zero with zero_init
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def heads(self, x, rope=None):
-        """Queries, keys and values of x: (B, T, C), each (B, n_heads, T, head_dim), rotated with RoPE."""
+        """Queries, keys and values of x: (B, T, C), each (B, n_heads, T, head_dim), rotated with RoPE.
+
+        With qk_norm, queries and keys are RMS-normalized per head first, so a logit q.k / sqrt(head_dim)
+        is at most sqrt(head_dim) whatever the weights grow to. The norm has no weights, so it commutes
+        with the rotation (which keeps each pair's length): normalizing after RoPE gives the same q, k.
+        """
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        if self.qk_norm:
+            q, k = rms_norm(q), rms_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         return q, k, v
@@ -145,9 +175,11 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    """GELU (GPT-2), SwiGLU, or ReLU²: relu(x)^2, as cheap as GELU and sparse (Primer, So et al. 2021)."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.swiglu = cfg.swiglu
+        self.swiglu, self.relu2 = cfg.swiglu, cfg.relu2
         if cfg.swiglu:
             hidden = 64 * math.ceil(8 * cfg.d_model / 3 / 64)  # same parameter count as GELU 4x, rounded
             self.fc = nn.Linear(cfg.d_model, 2 * hidden, bias=cfg.bias)  # gate and value in one matmul
@@ -163,6 +195,8 @@ class MLP(nn.Module):
         if self.swiglu:
             gate, value = h.chunk(2, dim=-1)
             h = F.silu(gate) * value
+        elif self.relu2:
+            h = F.relu(h).square()
         else:
             h = F.gelu(h, approximate="tanh")
         return self.dropout(self.proj(h))
@@ -191,8 +225,12 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = make_norm(cfg)
-        # The output layer is the token embedding itself (weight tying): F.linear(x, tok_emb.weight).
-        # There is no separate lm_head parameter, so state dicts and safetensors hold the matrix once.
+        # By default the output layer is the token embedding itself (weight tying): F.linear(x, tok_emb.weight),
+        # and there is no lm_head parameter, so state dicts and safetensors hold the matrix once. untied_head
+        # gives the output its own matrix: the input embedding then only has to be a good lookup table.
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False) if cfg.untied_head else None
+        if self.lm_head is not None:
+            self.lm_head.is_head = True
         if cfg.rope:
             cos, sin = rope_tables(cfg)
             self.register_buffer("rope_cos", cos, persistent=False)
@@ -201,21 +239,28 @@ class GPT(nn.Module):
 
     def _init_weights(self, module: nn.Module) -> None:
         # GPT-2: N(0, 0.02); projections into the residual stream scaled by 1/sqrt(2 * n_layers)
-        # so the stream's variance does not grow with depth.
+        # so the stream's variance does not grow with depth. zero_init starts those projections (and an
+        # untied head) at zero instead: every block begins as the identity and the first logits are
+        # uniform; the gradients reaching them are not zero, so they move from the first step.
         if isinstance(module, nn.Linear):
-            std = 0.02 / math.sqrt(2 * self.cfg.n_layers) if getattr(module, "is_residual", False) else 0.02
-            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if self.cfg.zero_init and (getattr(module, "is_residual", False) or getattr(module, "is_head", False)):
+                nn.init.zeros_(module.weight)
+            else:
+                std = 0.02 / math.sqrt(2 * self.cfg.n_layers) if getattr(module, "is_residual", False) else 0.02
+                nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; without the position embedding when ``non_embedding`` (the token embedding
-        is counted once either way: it is also the output layer, whose matmul is real compute)."""
+        """Parameter count; without the position embedding when ``non_embedding``. The token embedding is
+        counted when it is also the output layer (its matmul is real compute), not beside an untied head."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding and self.pos_emb is not None:
             n -= self.pos_emb.weight.numel()
+        if non_embedding and self.lm_head is not None:
+            n -= self.tok_emb.weight.numel()
         return n
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None, device=None,
@@ -223,6 +268,31 @@ class GPT(nn.Module):
         """An empty cache for ``batch_size`` sequences of up to ``max_len`` (default seq_len) positions."""
         param = self.tok_emb.weight
         return KVCache(self.cfg, batch_size, max_len or self.cfg.seq_len, device or param.device, dtype or param.dtype)
+
+    def embed(self, idx: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+        """idx: (B, T) token ids at absolute ``positions`` (T,) -> the blocks' input x (B, T, C) and the
+        RoPE (cos, sin) of those positions, each (T, head_dim / 2), or None with learned positions."""
+        x = self.tok_emb(idx)  # (B, T, C)
+        rope = None
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions)
+        else:
+            rope = (self.rope_cos[positions], self.rope_sin[positions])
+        if self.cfg.embed_norm:
+            # unit RMS whatever the embedding's scale: the blocks' outputs are added to a stream of known size
+            x = rms_norm(x)
+        return self.drop(x), rope
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's output x: (B, T, C) -> logits (B, T, vocab_size): final norm, output layer, soft cap."""
+        x = self.norm(x)
+        logits = F.linear(x, self.tok_emb.weight) if self.lm_head is None else self.lm_head(x)
+        cap = self.cfg.logit_softcap
+        if cap > 0:
+            # |logits| < cap smoothly (Gemma 2): no token can be driven to overconfidence early in training.
+            # In fp32 under autocast: tanh of bf16 logits would cost the loss its precision.
+            logits = cap * torch.tanh(logits.float() / cap)
+        return logits
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache: KVCache | None = None,
                 start_pos: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -233,20 +303,13 @@ class GPT(nn.Module):
         if end > limit:
             raise ValueError(f"positions {start_pos}..{end - 1} exceed the {'KV cache' if kv_cache else 'model'} "
                              f"length {limit}; crop the input to the last {limit - start_pos} tokens")
-        x = self.tok_emb(idx)  # (B, T, C)
-        rope = None
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(torch.arange(start_pos, end, device=idx.device))
-        else:
-            rope = (self.rope_cos[start_pos:end], self.rope_sin[start_pos:end])
-        x = self.drop(x)
+        x, rope = self.embed(idx, torch.arange(start_pos, end, device=idx.device))
         for layer, block in enumerate(self.blocks):
             if self.cfg.grad_checkpointing and self.training and kv_cache is None:
                 x = checkpoint(block, x, rope, use_reentrant=False)
             else:
                 x = block(x, rope, kv_cache, layer, start_pos)
-        x = self.norm(x)
-        logits = F.linear(x, self.tok_emb.weight)  # (B, T, vocab_size)
+        logits = self.head(x)  # (B, T, vocab_size)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))

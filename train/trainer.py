@@ -40,7 +40,7 @@ from train import checkpoint as ckpt
 from train.config import Config, ConfigError, TrainingConfig
 from train.loader import Loader, ValWindows
 from train.model import GPT, peak_flops
-from train.optim import build_optimizer, get_lr
+from train.optim import build_optimizer, set_lr
 
 METRICS_NAME = "metrics.jsonl"
 WANDB_ID_NAME = "wandb_run_id"  # the W&B run this directory logs to (logging.wandb=true)
@@ -529,8 +529,8 @@ def fit(run: Run, state: TrainState, metrics: Metrics | None) -> dict:
     last_loss, stop_reason = None, FINISHED
     with StopFlag() as stop:
         while state.step < run.max_steps:
-            lr = get_lr(state.step, t.lr, t.warmup_steps, run.max_steps, t.min_lr_ratio)
-            loss, grad_norm = train_step(run, lr)
+            lr = set_lr(run.optimizer, state.step, t, run.max_steps)  # every group's, from its own peak
+            loss, grad_norm = train_step(run)
             state.step += 1
             state.tokens += run.tokens_per_step
             pending.append((state.step, loss, grad_norm))
@@ -561,12 +561,10 @@ def fit(run: Run, state: TrainState, metrics: Metrics | None) -> dict:
     return summarize(run, state, last_loss, stop_reason)
 
 
-def train_step(run: Run, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step at ``lr`` over ``grad_accum_steps`` micro-batches; returns (mean loss, grad
-    norm before clipping), both still on the device."""
+def train_step(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step (its groups' lr already set) over ``grad_accum_steps`` micro-batches; returns
+    (mean loss, grad norm before clipping), both still on the device."""
     t, optimizer, scaler = run.cfg.training, run.optimizer, run.scaler
-    for group in optimizer.param_groups:
-        group["lr"] = lr
     step_loss = torch.zeros((), device=run.device)
     for micro in range(t.grad_accum_steps):
         x, y = run.loader.next_batch()
