@@ -279,7 +279,13 @@ class Builder:
             # replaced): "up to date" must not hide them
             saved = plans.load(self.out)
             now, _ = self.make_plan(self.resolve()[0])
-            changed = saved.differences(now) if saved is not None else ["it has no plan.json"]
+            if saved is not None:
+                changed = saved.differences(now)
+            else:  # built before plans were written: its manifest's inputs are what it was built from
+                then = {(plans.same_file(i["path"]), i["kind"], i["size"]) for i in m["inputs"]}
+                files = {(plans.same_file(p), k, size) for p, k, size in now.inputs}
+                changed = [f"{len(files - then)} new or changed, {len(then - files)} gone or changed"] \
+                    if files != then else []
             if changed:
                 raise BuildError(f"{self.out} was built from other input files than these ({'; '.join(changed)}). "
                                  f"Use another --out, or --overwrite to rebuild it")

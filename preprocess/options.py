@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 DEFAULT_SHARD_TOKENS = 100_000_000
 DEFAULT_SAMPLE_BYTES = 1_000_000_000
@@ -99,10 +99,12 @@ def compared(options: dict) -> dict:
 
 
 def differences(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Human-readable differences between two ``shaping()`` dicts, as command-line flags."""
+    """Human-readable differences between two ``shaping()`` dicts, as command-line flags. An option
+    missing from ``old`` (a dataset built before the option existed) counts as its default."""
+    defaults = {f.name: f.default for f in fields(BuildOptions) if f.default is not MISSING}
     out = []
     for key in sorted(set(compared(old)) | set(compared(new))):
-        if key in ignore or old.get(key) == new.get(key):
+        if key in ignore or old.get(key, defaults.get(key)) == new.get(key, defaults.get(key)):
             continue
         out.append(f"{flag(key)} {old.get(key)!r} then, {new.get(key)!r} now")
     return out

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 from collections.abc import Callable, Iterator
@@ -380,6 +381,8 @@ class Plan:
     def differences(self, other: Plan) -> list[str]:
         """How ``other`` (computed now) differs from this plan's fixed part, for a person."""
         a, b = self.fixed(), other.fixed()
+        for d in (a, b):  # data/x and /home/me/data/x are one file
+            d["inputs"] = [[same_file(p), k, s] for p, k, s in d["inputs"]]
         out = []
         then = {(p, k, s) for p, k, s in a["inputs"]}
         now = {(p, k, s) for p, k, s in b["inputs"]}
@@ -395,6 +398,11 @@ class Plan:
         if not out and a != b:
             out.append("the sources or their files differ")
         return out
+
+
+def same_file(path: str) -> str:
+    """A local path made absolute; URLs and hf: specs as they are."""
+    return path if readers.is_url(path) or path.startswith(readers.HF_PREFIX) else os.path.realpath(path)
 
 
 def save(out: Path, plan: Plan) -> None:

@@ -435,3 +435,21 @@ def test_shards_are_plain_memmaps(tmp_path):
     m = shards.load_manifest(tmp_path / "out")
     for e in m["shards"]:
         assert len(np.memmap(tmp_path / "out" / e["file"], dtype=np.uint16, mode="r")) == e["tokens"]
+
+
+def test_a_dataset_built_before_plans_is_still_up_to_date(tmp_path, capsys):
+    """A manifest without the plan's options and no plan.json (what earlier versions wrote): the same
+    command finds it up to date, and a changed input still is not."""
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, n_files=2, docs_per_file=20)
+    out = tmp_path / "out"
+    assert build(corpus, out) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    for key in ("mix", "source_pattern", "seed", "in_order"):
+        del m["options"][key]
+    (out / "manifest.json").write_text(json.dumps(m))
+    (out / "plan.json").unlink()
+    capsys.readouterr()
+    assert build(corpus, out, "--quiet") == 0 and "is up to date" in capsys.readouterr().err
+    make_corpus(corpus, n_files=3, docs_per_file=20)
+    assert build(corpus, out) == 2 and "built from other input files" in capsys.readouterr().err
