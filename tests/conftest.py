@@ -13,18 +13,23 @@ import random
 import shutil
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from tokenizers import Tokenizer
 
 import shards
 import tokenizer as tk
 from preprocess import http
 from preprocess.readers import Record
+from train.checkpoint import rng_state, save_checkpoint
+from train.config import Config
+from train.model import GPT, ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -387,3 +392,79 @@ def load_tool(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+# ---------------------------------------------------------------------------------------------------
+# runs: tiny trainings and run directories
+
+# the overrides of a tiny CPU training of the demo preset
+TINY = ["model.seq_len=32", "model.n_layers=2", "model.d_model=64", "model.n_heads=2", "training.batch_size=4",
+        "training.warmup_steps=5", "training.lr=3e-3", "training.log_interval=1", "training.eval_interval=10",
+        "training.eval_windows=8", "training.device=cpu", "training.precision=fp32"]
+
+
+def losses(run: Path) -> dict[int, float]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if r["type"] == "train"}
+
+
+def wait_for(predicate, proc, timeout=60):
+    deadline = time.time() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited early with {proc.returncode}: {proc.stdout.read()}")
+        if time.time() > deadline:
+            proc.kill()
+            raise AssertionError("timed out")
+        time.sleep(0.005)
+
+
+def make_run(run: Path, dataset: Path, seed: int = 0, **model_options) -> Path:
+    """A run directory holding one checkpoint of a tiny random-weight model and the dataset's tokenizer,
+    written through the trainer's own checkpoint code."""
+    torch.manual_seed(seed)
+    cfg = Config()
+    cfg.model = ModelConfig(**{"vocab_size": 300, "seq_len": 32, "n_layers": 2, "d_model": 32, "n_heads": 2,
+                               **model_options})
+    model = GPT(cfg.model)
+    run.mkdir(parents=True)
+    shutil.copyfile(dataset / "tokenizer.json", run / "tokenizer.json")
+    save_checkpoint(run, 1, model, torch.optim.AdamW(model.parameters()), None, {"step": 1}, cfg.to_dict(),
+                    [rng_state()], keep=1, is_best=True)
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_dataset) -> Path:
+    return make_run(tmp_path_factory.mktemp("run") / "run", tiny_dataset)
+
+
+EXPORT_TINY = dict(seq_len=32, n_layers=2, d_model=64, n_heads=4)
+HF_TOLERANCE = 1e-4  # max abs logit difference, fp32
+
+
+def make_random_run(root: Path, dataset: Path, seed: int = 0, **options) -> Path:
+    """A run directory holding one checkpoint of a tiny GPT with random weights everywhere.
+
+    Every parameter is drawn at random (norm weights around 1, biases around 0, matrices wider than the
+    init), so a swapped, untransposed or dropped tensor shows in the logits. Saved through
+    train/checkpoint.py's own save path, with the dataset's tokenizer beside it as a run has it.
+    """
+    manifest = shards.load_manifest(dataset)
+    cfg = ModelConfig(vocab_size=manifest["vocab_size"], **{**EXPORT_TINY, **options})
+    torch.manual_seed(seed)
+    model = GPT(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0.0, 0.1)
+            elif "norm" in name:
+                p.normal_(1.0, 0.1)
+            else:
+                p.normal_(0.0, 0.1)
+    run = root / "run"
+    run.mkdir(parents=True)
+    shutil.copy(dataset / shards.TOKENIZER_NAME, run / shards.TOKENIZER_NAME)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    save_checkpoint(run, 1, model, optimizer, None, {"step": 1}, Config(model=cfg).to_dict(), [], keep=1,
+                    is_best=False)
+    return run

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train import TINY, losses, wait_for
+from tests.conftest import TINY, losses, wait_for
 from train.checkpoint import find_checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -10,7 +10,6 @@ import torch
 import shards
 import tokenizer as tk
 from tests.conftest import build_dataset, sample_texts
-from tests.test_generate import make_run, tiny_run  # noqa: F401  (fixture)
 from train.checkpoint import load_model
 from train.evaluate import LLMEvaluator, distinct_n, main, repetition_rate, speed_table
 from train.model import GPT, ModelConfig

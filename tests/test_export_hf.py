@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -12,47 +11,14 @@ import torch
 
 import shards
 import tokenizer as tk
-from train.checkpoint import load_model, save_checkpoint
-from train.config import Config
-from train.model import GPT, ModelConfig
+from tests.conftest import HF_TOLERANCE, make_random_run
+from train.checkpoint import load_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything loads from local directories
 transformers = pytest.importorskip("transformers")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import export_hf  # noqa: E402
-
-TINY = dict(seq_len=32, n_layers=2, d_model=64, n_heads=4)
-TOLERANCE = 1e-4  # max abs logit difference, fp32
-
-
-def make_run(root: Path, dataset: Path, seed: int = 0, **options) -> Path:
-    """A run directory holding one checkpoint of a tiny GPT with random weights everywhere.
-
-    Every parameter is drawn at random (norm weights around 1, biases around 0, matrices wider than the
-    init), so a swapped, untransposed or dropped tensor shows in the logits. Saved through
-    train/checkpoint.py's own save path, with the dataset's tokenizer beside it as a run has it.
-    """
-    manifest = shards.load_manifest(dataset)
-    cfg = ModelConfig(vocab_size=manifest["vocab_size"], **{**TINY, **options})
-    torch.manual_seed(seed)
-    model = GPT(cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0.0, 0.1)
-            elif "norm" in name:
-                p.normal_(1.0, 0.1)
-            else:
-                p.normal_(0.0, 0.1)
-    run = root / "run"
-    run.mkdir(parents=True)
-    shutil.copy(dataset / shards.TOKENIZER_NAME, run / shards.TOKENIZER_NAME)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    save_checkpoint(run, 1, model, optimizer, None, {"step": 1}, Config(model=cfg).to_dict(), [], keep=1,
-                    is_best=False)
-    return run
-
 
 VARIANTS = {
     "gpt2": dict(),
@@ -64,7 +30,7 @@ VARIANTS = {
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_exported_model_gives_our_logits(tmp_path, tiny_dataset, variant):
-    run = make_run(tmp_path, tiny_dataset, **VARIANTS[variant])
+    run = make_random_run(tmp_path, tiny_dataset, **VARIANTS[variant])
     out = tmp_path / "hf"
     export_hf.main([str(run), "--out", str(out)])
 
@@ -82,11 +48,11 @@ def test_exported_model_gives_our_logits(tmp_path, tiny_dataset, variant):
         assert a.shape == b.shape
         assert a.abs().max() > 1.0  # the check compares logits that are not all near zero
         diff = (a - b).abs().max().item()
-        assert diff < TOLERANCE, f"{variant} {shape}: max abs logit diff {diff:.3g}"
+        assert diff < HF_TOLERANCE, f"{variant} {shape}: max abs logit diff {diff:.3g}"
 
 
 def test_config_carries_our_hyperparameters(tmp_path, tiny_dataset):
-    run = make_run(tmp_path, tiny_dataset)
+    run = make_random_run(tmp_path, tiny_dataset)
     out = tmp_path / "hf"
     export_hf.main([str(run), "--out", str(out)])
     config = json.loads((out / "config.json").read_text())
@@ -102,7 +68,7 @@ def test_config_carries_our_hyperparameters(tmp_path, tiny_dataset):
 
 
 def test_exported_tokenizer_encodes_as_ours(tmp_path, tiny_dataset):
-    run = make_run(tmp_path, tiny_dataset)
+    run = make_random_run(tmp_path, tiny_dataset)
     out = tmp_path / "hf"
     export_hf.main([str(run), "--out", str(out)])
     ours = tk.load(tiny_dataset / shards.TOKENIZER_NAME)
@@ -123,7 +89,7 @@ def test_exported_tokenizer_encodes_as_ours(tmp_path, tiny_dataset):
 
 
 def test_refuses_other_option_combinations(tmp_path, tiny_dataset, capsys):
-    run = make_run(tmp_path, tiny_dataset, rope=True)
+    run = make_random_run(tmp_path, tiny_dataset, rope=True)
     with pytest.raises(SystemExit) as e:
         export_hf.main([str(run), "--out", str(tmp_path / "hf")])
     assert e.value.code == 1

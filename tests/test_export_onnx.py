@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_export_hf import make_run
+from tests.conftest import make_random_run
 from train.checkpoint import load_model
 
 ort = pytest.importorskip("onnxruntime")
@@ -28,7 +28,7 @@ ARCHS = {"default": dict(), "rope-swiglu-rmsnorm": dict(rope=True, swiglu=True, 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_onnx_fp32_and_int8_agree_with_pytorch(tmp_path, tiny_dataset, arch, capsys):
-    run = make_run(tmp_path, tiny_dataset, **ARCHS[arch])
+    run = make_random_run(tmp_path, tiny_dataset, **ARCHS[arch])
     out = tmp_path / "onnx" / "model.onnx"
     export_onnx.main([str(run), "--out", str(out), "--int8"])
     printed = capsys.readouterr().out
@@ -61,7 +61,7 @@ def test_onnx_fp32_and_int8_agree_with_pytorch(tmp_path, tiny_dataset, arch, cap
 def test_kv_cache_export_generates_what_pytorch_generates(tmp_path, tiny_dataset, arch, capsys):
     """--kv-cache: a prompt with empty pasts, then one token at a time fed the presents; greedy decoding
     through onnxruntime picks PyTorch's tokens with PyTorch's logits."""
-    run = make_run(tmp_path, tiny_dataset, **ARCHS[arch])
+    run = make_random_run(tmp_path, tiny_dataset, **ARCHS[arch])
     out = tmp_path / "onnx" / "decoder.onnx"
     export_onnx.main([str(run), "--out", str(out), "--kv-cache"])
     assert "KV cache" in capsys.readouterr().out
@@ -108,7 +108,7 @@ def test_bad_out_name_and_missing_run_are_actionable(tmp_path, capsys):
 
 def test_bench_onnx_runs_both_tables_on_a_trained_run(tmp_path, tiny_dataset, capsys):
     import bench_onnx
-    run = make_run(tmp_path, tiny_dataset)
+    run = make_random_run(tmp_path, tiny_dataset)
     bench_onnx.main([str(run), "--shapes", "1x8,2x16", "--decode", "6+5", "--repeats", "1", "--warmup", "0",
                      "--threads", "1"])
     out = capsys.readouterr().out

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from train.checkpoint import rng_state, save_checkpoint
-from train.config import Config
 from train.generate import (
     LLMInference,
     apply_repetition_penalty,
@@ -27,24 +25,10 @@ from train.model import GPT, ModelConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_run(run: Path, dataset: Path, seed: int = 0, **model_options) -> Path:
-    """A run directory holding one checkpoint of a tiny random-weight model and the dataset's tokenizer,
-    written through the trainer's own checkpoint code."""
-    torch.manual_seed(seed)
-    cfg = Config()
-    cfg.model = ModelConfig(**{"vocab_size": 300, "seq_len": 32, "n_layers": 2, "d_model": 32, "n_heads": 2,
-                               **model_options})
-    model = GPT(cfg.model)
-    run.mkdir(parents=True)
-    shutil.copyfile(dataset / "tokenizer.json", run / "tokenizer.json")
-    save_checkpoint(run, 1, model, torch.optim.AdamW(model.parameters()), None, {"step": 1}, cfg.to_dict(),
-                    [rng_state()], keep=1, is_best=True)
-    return run
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, tiny_dataset) -> Path:
-    return make_run(tmp_path_factory.mktemp("run") / "run", tiny_dataset)
+
+
 
 
 # ---------------------------------------------------------------------------------------------------

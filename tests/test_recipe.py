@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_train import TINY, losses, wait_for
+from tests.conftest import TINY, losses, wait_for
 from train.checkpoint import find_checkpoint, load_model
 from train.config import ConfigError, load_config
 from train.generate import generate_ids

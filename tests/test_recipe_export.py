@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_export_hf import TOLERANCE, make_run
+from tests.conftest import HF_TOLERANCE, make_random_run
 from train.checkpoint import load_model
 
 transformers = pytest.importorskip("transformers")
@@ -33,7 +33,7 @@ VARIANTS = {
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_exported_model_gives_our_logits(tmp_path, tiny_dataset, variant):
     options, expected = VARIANTS[variant]
-    run = make_run(tmp_path, tiny_dataset, **options)
+    run = make_random_run(tmp_path, tiny_dataset, **options)
     out = tmp_path / "hf"
     export_hf.main([str(run), "--out", str(out)])
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
@@ -50,7 +50,7 @@ def test_exported_model_gives_our_logits(tmp_path, tiny_dataset, variant):
             b = hf(input_ids=idx).logits
         assert a.shape == b.shape and a.abs().max() > 1.0
         diff = (a - b).abs().max().item()
-        assert diff < TOLERANCE, f"{variant} {shape}: max abs logit diff {diff:.3g}"
+        assert diff < HF_TOLERANCE, f"{variant} {shape}: max abs logit diff {diff:.3g}"
     if cfg.logit_softcap:
         assert hf.config.final_logit_softcapping == cfg.logit_softcap and a.abs().max() < cfg.logit_softcap
 
@@ -58,7 +58,7 @@ def test_exported_model_gives_our_logits(tmp_path, tiny_dataset, variant):
 def test_transformers_generates_our_tokens_with_its_cache(tmp_path, tiny_dataset):
     """Greedy decoding through NanoChatForCausalLM.generate (its own KV cache) picks our tokens."""
     from train.generate import generate_ids
-    run = make_run(tmp_path, tiny_dataset, **MODERN)
+    run = make_random_run(tmp_path, tiny_dataset, **MODERN)
     export_hf.main([str(run), "--out", str(tmp_path / "hf")])
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
     ours, cfg, _ = load_model(run, device="cpu")
@@ -75,7 +75,7 @@ def test_transformers_generates_our_tokens_with_its_cache(tmp_path, tiny_dataset
     (dict(rope=True, swiglu=True, rmsnorm=True, logit_softcap=30.0), "logit_softcap=0 (its logits are not capped)"),
 ])
 def test_options_no_stock_class_computes_are_refused_naming_them(tmp_path, tiny_dataset, capsys, options, refused):
-    run = make_run(tmp_path, tiny_dataset, **options)
+    run = make_random_run(tmp_path, tiny_dataset, **options)
     with pytest.raises(SystemExit) as e:
         export_hf.main([str(run), "--out", str(tmp_path / "hf")])
     assert e.value.code == 1
@@ -86,7 +86,7 @@ def test_options_no_stock_class_computes_are_refused_naming_them(tmp_path, tiny_
 
 @pytest.mark.parametrize("kv_cache", [False, True])
 def test_onnx_export_of_the_modern_recipe_gives_our_logits(tmp_path, tiny_dataset, kv_cache, capsys):
-    run = make_run(tmp_path, tiny_dataset, **MODERN)
+    run = make_random_run(tmp_path, tiny_dataset, **MODERN)
     out = tmp_path / "model.onnx"
     export_onnx.main([str(run), "--out", str(out)] + (["--kv-cache"] if kv_cache else []))
     capsys.readouterr()

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +15,13 @@ import pytest
 import torch
 
 import shards
-from tests.conftest import build_dataset, sample_texts
+from tests.conftest import TINY, build_dataset, losses, sample_texts, wait_for
 from train.checkpoint import TRAINING_FILES, CheckpointError, find_checkpoint, load_model, verify
 from train.config import Config, ConfigError, load_config
 from train.loader import Loader
 from train.optim import get_lr
 from train.trainer import TrainingError, train
 
-TINY = ["model.seq_len=32", "model.n_layers=2", "model.d_model=64", "model.n_heads=2", "training.batch_size=4",
-        "training.warmup_steps=5", "training.lr=3e-3", "training.log_interval=1", "training.eval_interval=10",
-        "training.eval_windows=8", "training.device=cpu", "training.precision=fp32"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
@@ -36,9 +32,7 @@ def cli(data, out, *overrides, extra=()):
     return args + list(extra)
 
 
-def losses(run: Path) -> dict[int, float]:
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in records if r["type"] == "train"}
+
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -236,15 +230,7 @@ def test_dry_run_trains_nothing(tiny_dataset, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------------
 # the CLI in subprocesses: exact resume after kill -9, SIGTERM
 
-def wait_for(predicate, proc, timeout=60):
-    deadline = time.time() + timeout
-    while not predicate():
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited early with {proc.returncode}: {proc.stdout.read()}")
-        if time.time() > deadline:
-            proc.kill()
-            raise AssertionError("timed out")
-        time.sleep(0.005)
+
 
 
 @pytest.mark.slow
