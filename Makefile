@@ -1,5 +1,6 @@
 # make demo: set up a local virtual environment and run the whole pipeline on the built-in corpus.
-# make test: set up the same environment and run the test suite (what .ci/run calls).
+# make test: set up the same environment, lint (ruff, configured in pyproject.toml) and run the test suite
+# (what .ci/run calls).
 #
 # TORCH picks the PyTorch build. The default pins the release this project is tested with; on Linux
 # PyPI serves it with CUDA. For a specific CUDA or a CPU-only build:
@@ -32,6 +33,7 @@ demo: setup
 		--temperature 0.8 --top-k 40 --seed 0
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 clean:
