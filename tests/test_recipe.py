@@ -369,3 +369,11 @@ def test_bench_recipe_runs_and_prints_every_row(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     manifest = json.loads((tmp_path / "bench" / "data-stdlib-512" / "manifest.json").read_text())
     assert manifest["vocab_size"] == 512 and manifest["totals"]["train"]["tokens"] > 5_000_000
+    # the same command again reuses every finished run: nothing trains, the tables are the same
+    trained = [line for line in done.stderr.splitlines() if " tokens (" in line]
+    assert len(trained) == 1 + 3 + len(ABLATION) - 1, trained
+    again = subprocess.run(args, cwd=root, env=ENV, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not [line for line in again.stderr.splitlines() if " tokens (" in line], again.stderr[-3000:]
+    tables = out.split("\ntime per token")[0]
+    assert again.stdout.split("\ntime per token")[0] == tables

@@ -158,6 +158,7 @@ def run(name: str, cfg: Config, data: Path, out: Path, fresh: bool) -> dict:
     """Train ``cfg`` into ``out/name``; returns its evals. Unless ``fresh``, a finished run of the same
     config on the same data anywhere under ``out`` (a sweep's, say) is reused instead."""
     run_dir = out / name
+    cfg.model.vocab_size = int(shards.load_manifest(data)["vocab_size"])  # as train() sets it, so saved configs match
     if not fresh:
         for result in sorted(out.glob("*/bench_result.json")):
             saved = json.loads(result.read_text())
