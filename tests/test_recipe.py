@@ -377,3 +377,9 @@ def test_bench_recipe_runs_and_prints_every_row(tmp_path):
     assert not [line for line in again.stderr.splitlines() if " tokens (" in line], again.stderr[-3000:]
     tables = out.split("\ntime per token")[0]
     assert again.stdout.split("\ntime per token")[0] == tables
+    # another config into the same --out is refused: a finished run is never deleted to make room
+    other = subprocess.run(args + ["--set", "training.seed=7"], cwd=root, env=ENV, capture_output=True, text=True,
+                           timeout=600)
+    assert other.returncode == 1 and "holds a finished run of another config" in other.stderr, other.stderr[-3000:]
+    assert json.loads((tmp_path / "bench" / "gpt2-1.0x" / "bench_result.json").read_text())["config"] \
+        ["training"]["seed"] == 1337
