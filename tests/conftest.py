@@ -9,9 +9,13 @@ import hashlib
 import importlib.util
 import io
 import json
+import math
+import os
 import random
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -405,6 +409,35 @@ TINY = ["model.seq_len=32", "model.n_layers=2", "model.d_model=64", "model.n_hea
 def losses(run: Path) -> dict[int, float]:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in records if r["type"] == "train"}
+
+
+def check_two_ranks_match_one_with_double_accumulation(data: Path, tmp_path: Path, preset: str,
+                                                       overrides: list[str]) -> None:
+    """8 steps of ``preset`` under torchrun with 2 gloo ranks x accumulation 2, then in one process x 4:
+    the same loss at every step and the same val losses (rel 1e-5)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = overrides + ["training.max_steps=8", "training.checkpoint_interval=4", "training.eval_interval=4"]
+
+    def run(out, launcher, accum):
+        args = launcher + ["-m", "train", "--data", str(data), "--out", str(out), "--config", preset]
+        for o in common + [f"training.grad_accum_steps={accum}"]:
+            args += ["--set", o]
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    out = run(tmp_path / "ddp", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                 "--nproc_per_node", "2"], accum=2)
+    assert "2 process(es)" in out
+    run(tmp_path / "one", [sys.executable], accum=4)
+    ddp, one = losses(tmp_path / "ddp"), losses(tmp_path / "one")
+    assert sorted(ddp) == sorted(one) == list(range(1, 9))
+    for step in one:
+        assert math.isclose(ddp[step], one[step], rel_tol=1e-5), (step, ddp[step], one[step])
+    evals = [[json.loads(line)["val_loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line)["type"] == "eval"] for name in ("ddp", "one")]
+    assert len(evals[0]) == len(evals[1]) == 2
+    assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(*evals, strict=True))
 
 
 def wait_for(predicate, proc, timeout=60):

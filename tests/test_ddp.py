@@ -1,7 +1,5 @@
 """DDP on CPU: 2 gloo processes x accumulation k log the losses of 1 process x accumulation 2k; a signal
 to one rank stops both, at the next step where they synchronise."""
-import json
-import math
 import os
 import signal
 import subprocess
@@ -10,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, losses, wait_for
+from tests.conftest import TINY, check_two_ranks_match_one_with_double_accumulation, losses, wait_for
 from train.checkpoint import find_checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -26,28 +24,7 @@ def launch(data, out, overrides, nproc=2) -> list[str]:
 
 @pytest.mark.slow
 def test_two_gloo_ranks_match_one_process_with_double_accumulation(tiny_dataset, tmp_path):
-    common = TINY + ["training.max_steps=8", "training.checkpoint_interval=4", "training.eval_interval=4"]
-
-    def run(out, launcher, accum):
-        args = launcher + ["-m", "train", "--data", str(tiny_dataset), "--out", str(out), "--config", "demo"]
-        for o in common + [f"training.grad_accum_steps={accum}"]:
-            args += ["--set", o]
-        done = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
-
-    out = run(tmp_path / "ddp", [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                 "--nproc_per_node", "2"], accum=2)
-    assert "2 process(es)" in out
-    run(tmp_path / "one", [sys.executable], accum=4)
-    ddp, one = losses(tmp_path / "ddp"), losses(tmp_path / "one")
-    assert sorted(ddp) == sorted(one) == list(range(1, 9))
-    for step in one:
-        assert math.isclose(ddp[step], one[step], rel_tol=1e-5), (step, ddp[step], one[step])
-    evals = [[json.loads(line)["val_loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-              if json.loads(line)["type"] == "eval"] for name in ("ddp", "one")]
-    assert len(evals[0]) == len(evals[1]) == 2
-    assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(*evals, strict=True))
+    check_two_ranks_match_one_with_double_accumulation(tiny_dataset, tmp_path, "demo", TINY)
 
 
 def worker_pid(launcher_pid: int, rank: int) -> int | None:
