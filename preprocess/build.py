@@ -596,4 +596,7 @@ class Builder:
 
 def build(opts: BuildOptions) -> dict | None:
     """Run a build; returns the manifest, or None when OUT was already up to date (or with --plan)."""
-    return Builder(opts).run()
+    try:
+        return Builder(opts).run()
+    except tk.TokenizerError as e:  # the tokenizer package's own error, as the build's
+        raise BuildError(str(e)) from None

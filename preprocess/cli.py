@@ -158,12 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         return merge_main(argv[1:])
     opts = parse_build_args(argv)
     import shards
-    import tokenizer as tk
-    from preprocess.build import BuildError, build
-    from preprocess.plan import PlanError
+    from preprocess.build import build
     try:
         build(opts)
-    except (BuildError, OptionError, PlanError, shards.DatasetError, tk.TokenizerError) as e:
+    except shards.PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -2,10 +2,12 @@
 HTTP, the build and its books) can import them without importing each other."""
 from __future__ import annotations
 
+from shards import PipelineError
+
 RE_DOWNLOAD = "re-download it, or pass --skip-bad-files to go on without it"
 
 
-class BadInputFile(Exception):
+class BadInputFile(PipelineError):
     """A whole input cannot be read. ``str(e)`` is ``PATH: PROBLEM; REMEDY``: it names the input, says
     what went wrong and what to do; ``problem`` alone is what a build that goes on without the file
     (``--skip-bad-files``) reports.
@@ -25,5 +27,5 @@ class CorruptStream(Exception):
     """Raised inside a byte chain; the readers turn it into ``BadInputFile`` with the line."""
 
 
-class BuildError(Exception):
+class BuildError(PipelineError):
     """A build problem the user can act on; the message says what to do."""

@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 
 import shards
-from preprocess.options import OptionError, differences, parse_part
+from preprocess.options import differences, parse_part
 from preprocess.plan import PLAN_NAME
 from preprocess.state import clear_output
 
 
-class MergeError(Exception):
+class MergeError(shards.PipelineError):
     """Parts that cannot be merged; the message says why and what to do."""
 
 
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         m = merge(args.parts, args.out, args.overwrite)
-    except (MergeError, OptionError, shards.DatasetError) as e:
+    except shards.PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     t = m["totals"]

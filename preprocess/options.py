@@ -11,6 +11,8 @@ import os
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
+from shards import PipelineError
+
 DEFAULT_SHARD_TOKENS = 100_000_000
 DEFAULT_SAMPLE_BYTES = 1_000_000_000
 DEFAULT_VAL_FRACTION = 0.005
@@ -21,7 +23,7 @@ DEFAULT_VAL_FRACTION = 0.005
 RESUME_NEUTRAL = ("skip_bad_files",)
 
 
-class OptionError(ValueError):
+class OptionError(PipelineError, ValueError):
     """A command-line value that cannot be used; the message says what is expected."""
 
 

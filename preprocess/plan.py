@@ -45,6 +45,7 @@ from pathlib import Path
 from preprocess import http, readers
 from preprocess.errors import BadInputFile, CorruptStream
 from preprocess.progress import aligned
+from shards import PipelineError
 
 PLAN_NAME = "plan.json"
 PLAN_VERSION = 1
@@ -61,7 +62,7 @@ PRIOR_TOKENS_PER_BYTE = {"jsonl": 0.21, "jsonl.gz": 0.72, "jsonl.zst": 0.76, "pa
 _SHARD_NUMBER = re.compile(r"[-_.]?\d+$")
 
 
-class PlanError(ValueError):
+class PlanError(PipelineError, ValueError):
     """Options or inputs that cannot be planned; the message says what to do."""
 
 

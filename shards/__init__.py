@@ -38,7 +38,16 @@ REQUIRED_MANIFEST_KEYS = ("format_version", "dtype", "vocab_size", "eot_id", "to
 REQUIRED_SHARD_KEYS = ("split", "file", "tokens", "documents", "sha256")
 
 
-class DatasetError(Exception):
+class PipelineError(Exception):
+    """The root of every error a user can cause or act on: a bad option or config, a damaged or missing
+    file, a full disk, a run that cannot go on. Each command catches this one class and prints its
+    message, which names what is wrong and what to do, as one line; anything else is a bug and keeps its
+    traceback. Every package of the project derives its errors from it, except ``tokenizer`` (which
+    imports nothing of the project): its ``TokenizerError`` is turned into the stage's own error where a
+    stage calls it."""
+
+
+class DatasetError(PipelineError):
     """A problem with a dataset directory that the user can act on; the message says what to do."""
 
 

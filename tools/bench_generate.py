@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import torch  # noqa: E402
 
-from train.config import ConfigError, load_config  # noqa: E402
+import shards  # noqa: E402
+from train.config import load_config  # noqa: E402
 from train.evaluate import EvaluationError, best_of, measure_decode  # noqa: E402
 from train.generate import pick_device  # noqa: E402
 from train.model import GPT  # noqa: E402
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
                 raise EvaluationError(f"--{name.replace('_', '-')} must be at least 1")
         r = bench(args.preset, args.vocab_size, args.context, args.new_tokens, args.batch_size, args.repeats,
                   pick_device(args.device))
-    except (ConfigError, EvaluationError, ValueError) as e:
+    except shards.PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(r, indent=2)) if args.json else print_table(r)

@@ -6,10 +6,9 @@ import os
 import sys
 from pathlib import Path
 
-from shards import DatasetError, directory_lock
-from train.checkpoint import CheckpointError
-from train.config import ConfigError, load_config, preset_names
-from train.trainer import TrainingError, check_dirs, train
+from shards import PipelineError, directory_lock
+from train.config import load_config, preset_names
+from train.trainer import check_dirs, train
 
 EPILOG = """\
 examples:
@@ -57,7 +56,7 @@ def main(argv=None) -> None:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             with directory_lock(args.out, "python -m train"):
                 train(cfg, args.data, args.out, resume=args.resume)
-    except (ConfigError, DatasetError, CheckpointError, TrainingError) as e:
+    except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 

@@ -61,7 +61,7 @@ SET_ASIDE_PREFIX = "damaged_"  # a damaged checkpoint newer than the one resumed
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile's OptimizedModule, DistributedDataParallel
 
 
-class CheckpointError(Exception):
+class CheckpointError(shards.PipelineError):
     """A missing or unusable checkpoint; the message says what to do."""
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shards import PipelineError
 from train.model import ModelConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -26,7 +27,7 @@ OPTIMIZERS = ("adamw", "muon")  # training.optimizer (train/optim.py)
 SCHEDULES = ("cosine", "wsd")   # training.schedule
 
 
-class ConfigError(Exception):
+class ConfigError(PipelineError):
     """A bad config file or override; the message names the key and what is valid."""
 
 

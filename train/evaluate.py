@@ -33,13 +33,13 @@ from tokenizers import Tokenizer
 
 import shards
 import tokenizer as tk
-from train.checkpoint import CheckpointError, find_checkpoint, load_model, read_state
+from train.checkpoint import find_checkpoint, load_model, read_state
 from train.generate import STOP_EOT, generate_ids, pick_device, read_prompts
 from train.loader import ValWindows
 from train.model import GPT
 
 
-class EvaluationError(Exception):
+class EvaluationError(shards.PipelineError):
     """A dataset or option the evaluation cannot use; the message says what to do."""
 
 
@@ -148,7 +148,10 @@ class LLMEvaluator:
     """Evaluations of one model. ``tokenizer``: a ``tokenizers.Tokenizer`` or a tokenizer.json path."""
 
     def __init__(self, model: GPT, tokenizer: Tokenizer | str | Path, device: str | torch.device | None = None):
-        self.tok = tokenizer if isinstance(tokenizer, Tokenizer) else tk.load(tokenizer)
+        try:
+            self.tok = tokenizer if isinstance(tokenizer, Tokenizer) else tk.load(tokenizer)
+        except tk.TokenizerError as e:
+            raise EvaluationError(str(e)) from None
         self.tokenizer_sha256 = tk.fingerprint_text(self.tok.to_str())
         self.eot_id = tk.eot_id(self.tok)
         self.device = torch.device(device) if device else model.tok_emb.weight.device
@@ -293,7 +296,7 @@ def main(argv=None) -> int:
                   else None}
         report.update(evaluator.comprehensive_evaluation(args.data, prompts, args.max_windows, args.batch_size,
                                                          args.max_new_tokens, speed=not args.no_speed, seed=args.seed))
-    except (EvaluationError, shards.DatasetError, CheckpointError, tk.TokenizerError, ValueError) as e:
+    except shards.PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.output:

@@ -37,8 +37,9 @@ from typing import TextIO
 import torch
 from tokenizers import Tokenizer
 
+import shards
 import tokenizer as tk
-from train.checkpoint import CheckpointError, load_model
+from train.checkpoint import load_model
 from train.model import GPT
 
 STOP_EOT, STOP_LENGTH = "eot", "length"
@@ -147,6 +148,10 @@ def generate_ids(model: GPT, prompt: torch.Tensor, max_new_tokens: int, *, eot_i
     return out, reasons
 
 
+class GenerationError(shards.PipelineError):
+    """An option, prompt file or device that generation cannot use; the message says what to use instead."""
+
+
 class TextStream:
     """Turns tokens into printable text as they come: byte-level pieces that end inside a UTF-8
     character are held back until the character is complete."""
@@ -174,19 +179,19 @@ class TextStream:
 
 def pick_device(device: str | None) -> torch.device:
     """``auto`` (or None): the GPU when CUDA sees one, else the CPU; otherwise the named device, which must
-    exist here (ValueError saying what to use instead)."""
+    exist here (GenerationError saying what to use instead)."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         picked = torch.device(device)
     except (RuntimeError, ValueError):
-        raise ValueError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+        raise GenerationError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if picked.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: no CUDA GPU is visible to PyTorch here; use --device cpu "
+            raise GenerationError(f"--device {device}: no CUDA GPU is visible to PyTorch here; use --device cpu "
                              f"(or auto)")
         if picked.index is not None and picked.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {device}: there are {torch.cuda.device_count()} CUDA GPUs "
+            raise GenerationError(f"--device {device}: there are {torch.cuda.device_count()} CUDA GPUs "
                              f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
     return picked
 
@@ -204,7 +209,10 @@ class LLMInference:
         self.model, self.model_config, tokenizer_path = load_model(checkpoint, device=self.device, which=which)
         if tokenizer is None:
             tokenizer = tokenizer_path
-        self.tok = tokenizer if isinstance(tokenizer, Tokenizer) else tk.load(tokenizer)
+        try:
+            self.tok = tokenizer if isinstance(tokenizer, Tokenizer) else tk.load(tokenizer)
+        except tk.TokenizerError as e:
+            raise GenerationError(str(e)) from None
         self.eot_id = tk.eot_id(self.tok)
         self.encoder = tk.Encoder(self.tok, "hf")  # text is encoded as the shards were: tk.EOT_TOKEN in it is text
         self.use_kv_cache = use_kv_cache
@@ -313,7 +321,7 @@ class LLMInference:
 def output_suffix(path: str | Path) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in (".json", ".jsonl"):
-        raise ValueError(f"--output {path}: name the file .json (one JSON list) or .jsonl (one object per line)")
+        raise GenerationError(f"--output {path}: name the file .json (one JSON list) or .jsonl (one object per line)")
     return suffix
 
 
@@ -333,7 +341,7 @@ def read_prompts(path: str | Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read prompts from {path}: {e}") from None
+        raise GenerationError(f"cannot read prompts from {path}: {e}") from None
     suffix = path.suffix.lower()
     if suffix not in (".json", ".jsonl"):
         return [line for line in text.splitlines() if line.strip()]
@@ -341,7 +349,7 @@ def read_prompts(path: str | Path) -> list[str]:
         lines = [line for line in text.splitlines() if line.strip()]
         items = json.loads(text) if suffix == ".json" else [json.loads(line) for line in lines]
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid {suffix[1:].upper()}: {e}") from None
+        raise GenerationError(f"{path} is not valid {suffix[1:].upper()}: {e}") from None
     prompts = []
     for n, item in enumerate(items, 1):
         if isinstance(item, dict) and isinstance(item.get("prompt"), str):
@@ -349,7 +357,7 @@ def read_prompts(path: str | Path) -> list[str]:
         elif isinstance(item, str):
             prompts.append(item)
         else:
-            raise ValueError(f"{path}: item {n} is neither a string nor an object with a \"prompt\" string")
+            raise GenerationError(f"{path}: item {n} is neither a string nor an object with a \"prompt\" string")
     return prompts
 
 
@@ -387,19 +395,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args) -> None:
     if args.max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+        raise GenerationError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if not 0 <= args.min_new_tokens <= args.max_new_tokens:
-        raise ValueError(f"--min-new-tokens must be between 0 and --max-new-tokens, got {args.min_new_tokens}")
+        raise GenerationError(f"--min-new-tokens must be between 0 and --max-new-tokens, got {args.min_new_tokens}")
     if not math.isfinite(args.temperature) or args.temperature < 0:
-        raise ValueError(f"--temperature must be a finite number >= 0 (0 = greedy), got {args.temperature}")
+        raise GenerationError(f"--temperature must be a finite number >= 0 (0 = greedy), got {args.temperature}")
     if args.top_k < 0:
-        raise ValueError(f"--top-k must be >= 0, got {args.top_k}")
+        raise GenerationError(f"--top-k must be >= 0, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
+        raise GenerationError(f"--top-p must be in (0, 1], got {args.top_p}")
     if not math.isfinite(args.repetition_penalty) or args.repetition_penalty <= 0:
-        raise ValueError(f"--repetition-penalty must be a finite number > 0, got {args.repetition_penalty}")
+        raise GenerationError(f"--repetition-penalty must be a finite number > 0, got {args.repetition_penalty}")
     if args.output and not args.prompts:
-        raise ValueError("--output goes with --prompts FILE")
+        raise GenerationError("--output goes with --prompts FILE")
     if args.output:
         output_suffix(args.output)
 
@@ -410,7 +418,7 @@ def main(argv=None) -> int:
         check_args(args)
         prompts = read_prompts(args.prompts) if args.prompts else None
         llm = LLMInference(args.checkpoint, device=args.device, use_kv_cache=not args.no_kv_cache, which=args.which)
-    except (ValueError, CheckpointError, tk.TokenizerError) as e:
+    except shards.PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     sampling = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k or None,

@@ -47,7 +47,7 @@ WANDB_ID_NAME = "wandb_run_id"  # the W&B run this directory logs to (logging.wa
 FINISHED = "finished"
 
 
-class TrainingError(Exception):
+class TrainingError(shards.PipelineError):
     """The run cannot go on (non-finite loss, mismatched resume); the message says what to do."""
 
 
@@ -464,8 +464,7 @@ def on_rank0(d: Dist, fn: Callable[[], object]):
         except Exception as e:  # re-raised below, on this rank as it is
             error = e
     if d.world_size > 1:
-        known = (ckpt.CheckpointError, TrainingError, ConfigError, shards.DatasetError)
-        box = [result, None if error is None else (error if isinstance(error, known) else
+        box = [result, None if error is None else (error if isinstance(error, shards.PipelineError) else
                                                     TrainingError(f"rank 0 failed: {type(error).__name__}: {error}"))]
         dist.broadcast_object_list(box, src=0)
         if not d.main:
