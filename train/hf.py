@@ -517,9 +517,8 @@ def to_transformers(model: GPT, eot_id: int):
     return hf.float().eval()
 
 
-def model_type_of(config) -> str:
-    """"gpt2", "llama" or "nanochat" for a transformers config of a class we read; ConversionError otherwise."""
-    model_type = getattr(config, "model_type", None)
+def model_type_of(model_type: str | None) -> str:
+    """``model_type`` (a transformers config's) when we read its class; ConversionError otherwise."""
     if model_type not in CLASSES:
         readable = ", ".join(f"{name} (model_type {t!r})" for t, name in CLASSES.items())
         raise ConversionError(f"its config.json says model_type {model_type!r}; our GPT reads {readable}, the "
@@ -530,14 +529,14 @@ def model_type_of(config) -> str:
 def config_from_transformers(config) -> ModelConfig:
     """Our ModelConfig for a transformers config (before the weights are read), or ConversionError naming
     every option our GPT cannot compute."""
-    return CONVERTERS[model_type_of(config)][2](config)
+    return CONVERTERS[model_type_of(config.model_type)][2](config)
 
 
 def from_transformers(hf_model, tolerance: float = DEFAULT_TOLERANCE) -> tuple[GPT, list[str], float]:
     """Our GPT (fp32, CPU, eval mode) computing ``hf_model``'s logits: (model, notes on what the conversion
     decided, the largest |logit difference| measured on random tokens). ConversionError when the config
     has options we do not compute, or when the logits differ by ``tolerance`` or more."""
-    arch = model_type_of(hf_model.config)
+    arch = model_type_of(hf_model.config.model_type)
     cfg = config_from_transformers(hf_model.config)
     weights = {k: v.detach().to("cpu", torch.float32) for k, v in hf_model.state_dict().items()}
     sd, notes = CONVERTERS[arch][3](weights, cfg)
