@@ -451,13 +451,15 @@ def wait_for(predicate, proc, timeout=60):
         time.sleep(0.005)
 
 
-def save_checkpoint(run: Path, step: int, model: torch.nn.Module, config: dict, optimizer=None) -> Path:
+def save_checkpoint(run: Path, step: int, model: torch.nn.Module, config: dict, optimizer=None, best: bool = True,
+                    keep: int = 1, fingerprints: dict | None = None) -> Path:
     """A checkpoint of ``model`` at ``step`` (and ``optimizer``'s state), through the trainer's own snapshot
-    and writer, named ``latest`` and ``best``."""
+    and writer, named ``latest`` (and ``best`` if ``best``)."""
     parts = {"model": ckpt.Weights(model), "optimizer": optimizer, "rng": ckpt.RNG(), "config": ckpt.Record(config),
-             "train_state": ckpt.Record({"step": step})}
+             "train_state": ckpt.Record({"step": step}),
+             "fingerprints": ckpt.Record(fingerprints) if fingerprints else None}
     snap = ckpt.snapshot(parts, True, ckpt.HostCopies())
-    return ckpt.write(run, step, snap, keep=1, pointers=("latest", "best"))
+    return ckpt.write(run, step, snap, keep=keep, pointers=("latest", "best") if best else ("latest",))
 
 
 def make_run(run: Path, dataset: Path, seed: int = 0, **model_options) -> Path:

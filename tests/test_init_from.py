@@ -16,8 +16,8 @@ import torch
 
 import shards
 import tokenizer as tk
-from tests.conftest import HF_TOLERANCE, load_tool, make_random_run, sample_texts
-from train.checkpoint import CheckpointError, load_model, rng_state, save_checkpoint
+from tests.conftest import HF_TOLERANCE, load_tool, make_random_run, sample_texts, save_checkpoint
+from train.checkpoint import CheckpointError, load_model
 from train.config import Config
 from train.hf import ConversionError
 from train.init_from import InitFromError, load_init_weights, model_mismatches
@@ -89,8 +89,8 @@ def test_a_run_directory_gives_its_best_checkpoint_unless_latest_is_asked_for(tm
         torch.manual_seed(step)
         model = GPT(cfg.model)
         weights[step] = model.state_dict()["tok_emb.weight"].clone()
-        save_checkpoint(run, step, model, torch.optim.SGD(model.parameters(), lr=0.1), None, {"step": step},
-                        cfg.to_dict(), [rng_state()], keep=5, is_best=best)
+        save_checkpoint(run, step, model, cfg.to_dict(), torch.optim.SGD(model.parameters(), lr=0.1), best=best,
+                        keep=5)
     assert torch.equal(load_init_weights(run).state_dict["tok_emb.weight"], weights[1])
     latest = load_init_weights(run, which="latest")
     assert torch.equal(latest.state_dict["tok_emb.weight"], weights[2]) and latest.description["step"] == 2
@@ -110,9 +110,8 @@ def test_a_checkpoint_is_verified_and_its_tokenizer_checked_against_its_record(t
     other = tmp_path / "other"
     other.mkdir()
     model = GPT(ModelConfig(vocab_size=300, seq_len=16, n_layers=1, d_model=16, n_heads=2))
-    save_checkpoint(other, 1, model, torch.optim.SGD(model.parameters(), lr=0.1), None,
-                    {"step": 1, "tokenizer_fingerprint": "0" * 64}, Config(model=model.cfg).to_dict(), [],
-                    keep=1, is_best=False)
+    save_checkpoint(other, 1, model, Config(model=model.cfg).to_dict(), torch.optim.SGD(model.parameters(), lr=0.1),
+                    best=False, fingerprints={"tokenizer_fingerprint": "0" * 64})
     shutil.copy(tiny_dataset / shards.TOKENIZER_NAME, other / shards.TOKENIZER_NAME)
     with pytest.raises(InitFromError, match="was trained with tokenizer 0000000000000000…"):
         load_init_weights(other)

@@ -47,8 +47,9 @@ from train.checkpoint import (
     WEIGHTS_NAME,
     clean_state_dict,
     find_checkpoint,
+    read_index,
     read_model_config,
-    read_state,
+    read_part,
     reading,
     recorded_checksums,
     verify,
@@ -182,7 +183,10 @@ def _from_checkpoint(path: Path, which: str) -> InitWeights:
     if not verify(ckpt, [WEIGHTS_NAME, CONFIG_NAME, STATE_NAME]):
         notes.append(f"{ckpt} was written before checkpoints recorded checksums: its weights are unverified")
     cfg = read_model_config(ckpt)
-    state = read_state(ckpt)
+    index = read_index(ckpt)
+    parts = index["parts"]
+    state = read_part(ckpt, "train_state", index) if "train_state" in parts else {}
+    fingerprints = read_part(ckpt, "fingerprints", index) if "fingerprints" in parts else {}
     with reading(ckpt / WEIGHTS_NAME):
         sd = clean_state_dict(load_file(str(ckpt / WEIGHTS_NAME), device="cpu"))
         _check_fits(sd, cfg, ckpt / WEIGHTS_NAME)
@@ -192,7 +196,7 @@ def _from_checkpoint(path: Path, which: str) -> InitWeights:
     # the run's tokenizer.json (copied from its dataset) and the fingerprint the checkpoint recorded
     run_dir = ckpt.parent.parent if ckpt.parent.name == CHECKPOINT_DIR else None
     tok_path = run_dir / shards.TOKENIZER_NAME if run_dir and (run_dir / shards.TOKENIZER_NAME).is_file() else None
-    recorded = state.get("tokenizer_fingerprint")
+    recorded = fingerprints.get("tokenizer_fingerprint")
     file_sha = _fingerprint(tok_path) if tok_path else None
     if recorded and file_sha and recorded != file_sha:
         raise InitFromError(f"{tok_path} has fingerprint {file_sha[:16]}…, but {ckpt} was trained with tokenizer "
