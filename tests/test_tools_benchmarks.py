@@ -42,3 +42,13 @@ def test_bench_train_prints_every_row():
     for row in ("bare fwd/bwd/step loop", "trainer (train())", "% of bare", "loader: vectorized gather",
                 "loader: per-window Python loop", "loader: Loader.next_batch"):
         assert row in out, row
+
+
+@pytest.mark.slow
+def test_bench_checkpoint_prints_every_row(tmp_path):
+    out = run_tool("tools/bench_checkpoint.py", "--preset", "demo", "--vocab-size", "512", "--repeat", "1",
+                   "--out", str(tmp_path))
+    for row in ("written on the training thread (before)", "background: snapshot on the training thread",
+                "background: steps slowed while writing", "stall after / before:"):
+        assert row in out, row
+    assert not list(tmp_path.iterdir())  # its checkpoints were written in a temporary directory, then removed
