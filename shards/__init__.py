@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +177,41 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", size: int | None = No
 
 
 LOCK_NAME = ".lock"
+
+
+def make_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Create the output directory ``path`` (and its parents). A DatasetError names it, what is wrong (a
+    file, a read-only file system, no permission, a full disk) and what to do, instead of an OSError."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DatasetError(f"{option} {path} is a file, not a directory; give a directory to write into")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(path, option, e) from None
+    probe = path / f".write_test_{os.getpid()}"
+    try:  # os.access says yes to root on a read-only mount; a real write says what it is
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise output_error(path, option, e) from None
+    finally:
+        with suppress(OSError):
+            probe.unlink()
+    return path
+
+
+def output_error(path: Path, option: str, e: OSError) -> DatasetError:
+    """The error to raise when writing into the output directory ``path`` failed with ``e``."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = free_bytes(path if path.exists() else path.parent)
+        return DatasetError(f"{option} {path}: no space left on that file system ({_mb(free or 0)} free); free "
+                            f"space there or pick a directory on another disk")
+    if e.errno == errno.EROFS:
+        return DatasetError(f"{option} {path} is on a read-only file system; pick a directory you can write to")
+    return DatasetError(f"{option} {path}: cannot write there ({e.strerror}); pick a directory you can write to")
 
 
 @contextmanager

@@ -104,3 +104,13 @@ def test_missing_checkpoint_is_an_actionable_error(tmp_path, capsys):
         export_hf.main([str(tmp_path), "--out", str(tmp_path / "hf")])
     assert e.value.code == 1
     assert "has no complete checkpoint" in capsys.readouterr().err
+
+
+def test_an_out_that_is_a_file_is_an_actionable_error(tmp_path, tiny_dataset, capsys):
+    run = make_random_run(tmp_path, tiny_dataset)
+    (tmp_path / "model.bin").write_bytes(b"x")
+    with pytest.raises(SystemExit) as e:
+        export_hf.main([str(run), "--out", str(tmp_path / "model.bin")])
+    assert e.value.code == 1
+    assert capsys.readouterr().err == (f"error: --out {tmp_path / 'model.bin'} is a file; give a directory for the "
+                                       f"exported model (new or empty)\n")

@@ -169,6 +169,11 @@ def test_decode_out_of_range_is_a_clear_error(capsys, tiny_dataset):
     assert err == "error: document 40 is out of range: the val split has 40 documents (0..39)\n"
 
 
+def test_decode_a_negative_random_count_is_a_clear_error(capsys, tiny_dataset):
+    code, out, err = run(capsys, "decode", tiny_dataset, "--random", -3)
+    assert code == 2 and out == "" and err == "error: --random -3: give how many documents to draw, at least 1\n"
+
+
 def test_stats_counts_are_exact(capsys, tiny_dataset, tmp_path):
     manifest = shards.load_manifest(tiny_dataset)
     stream = np.concatenate([shards.open_tokens(tiny_dataset, e, "uint16") for e in manifest["shards"]])

@@ -173,3 +173,159 @@ def test_a_checkpoint_of_the_earlier_format_resumes_exactly(tiny_dataset, finish
     done = cli(tiny_dataset, run)
     assert done.returncode == 0, done.stderr
     assert losses(run) == losses(finished)
+
+
+# ---------------------------------------------------------------------------------------------------
+# starting from other weights is an explicit act
+
+def new_run(data: Path, out: Path, source: Path, *extra: str) -> subprocess.CompletedProcess:
+    """One step at lr 0 from ``source``'s weights: the new run's checkpoint holds them unchanged."""
+    sets = ["training.max_steps=1", "training.lr=0", "training.batch_size=4", "training.device=cpu",
+            "training.precision=fp32"]
+    return cli(data, out, "--init-from", str(source), *[a for o in sets for a in ("--set", o)], *extra)
+
+
+def same_logits(ours: Path, reference, vocab_size: int, tolerance: float) -> None:
+    import torch
+
+    from train.checkpoint import load_model
+    model, _, _ = load_model(ours, which="latest")
+    ids = torch.randint(0, vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mine, _ = model(ids)
+        theirs = reference(ids)
+    assert (mine - theirs).abs().max().item() <= tolerance
+
+
+@pytest.mark.slow
+def test_init_from_a_run_starts_from_its_weights_with_a_fresh_optimizer(tiny_dataset, finished, tmp_path):
+    import torch
+
+    from train.checkpoint import load_model
+    out = tmp_path / "new"
+    done = new_run(tiny_dataset, out, finished)
+    assert done.returncode == 0, done.stderr
+    assert f"init: weights from {finished} (checkpoint: step 12 of " in done.stdout
+    assert "a fresh optimizer, schedule and data order" in done.stdout
+    source, _, _ = load_model(finished)
+    with torch.no_grad():
+        same_logits(out, lambda ids: source(ids)[0], 300, 0.0)  # the same weights, exactly
+    path = find_checkpoint(out)
+    optimizer = torch.load(path / "optimizer.pt", weights_only=True)
+    assert {int(s["step"]) for s in optimizer["state"].values()} == {1}  # its own first step, not the source's 12
+    run_record = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][0]
+    assert run_record["type"] == "run" and run_record["init_from"]["path"] == str(finished)
+    assert json.loads((path / "init_from.json").read_text())["step"] == 12
+
+    # the same command after a stop continues the run; another source is refused
+    again = new_run(tiny_dataset, out, finished, "--set", "training.max_steps=2")
+    assert again.returncode == 0 and "resume: training.max_steps changes from 1 to 2" in again.stdout
+    other = new_run(tiny_dataset, out, tmp_path / "elsewhere")
+    assert other.returncode == 1 and f"{out} holds a run (its checkpoint step_00000002) that started from " \
+        f"{finished}" in other.stderr
+
+
+@pytest.mark.slow
+def test_init_from_a_stock_gpt2_directory_starts_with_its_logits(tiny_dataset, tmp_path):
+    import torch
+    import transformers
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=300, n_positions=32, n_embd=64, n_layer=2, n_head=2)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    hf.save_pretrained(str(tmp_path / "gpt2"))
+    shutil.copy(tiny_dataset / "tokenizer.json", tmp_path / "gpt2" / "tokenizer.json")
+    out = tmp_path / "new"
+    done = new_run(tiny_dataset, out, tmp_path / "gpt2", "--set", "model.dropout=0")
+    assert done.returncode == 0, done.stderr
+    assert "(transformers: GPT2LMHeadModel, max |logit diff|" in done.stdout
+    with torch.no_grad():
+        same_logits(out, lambda ids: hf(ids).logits, 300, 1e-4)
+
+    # weights whose tokenizer is not the dataset's: refused, naming both
+    (tmp_path / "gpt2" / "tokenizer.json").write_text((tiny_dataset / "tokenizer.json").read_text()
+                                                      .replace('"<|endoftext|>"', '"<|end|>"'))
+    refused = new_run(tiny_dataset, tmp_path / "other", tmp_path / "gpt2")
+    assert refused.returncode == 1 and "was trained with tokenizer" in refused.stderr
+    assert f"but {tiny_dataset} was encoded with tokenizer" in refused.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# a run survives its terminal; a stop by a signal says "preempted, resume me"
+
+def launch(data: Path, out: Path, *sets: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "train", "--data", str(data), "--out", str(out), "--config", "demo"]
+    for o in TINY + list(sets):
+        args += ["--set", o]
+    return subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_a_run_whose_stdout_is_closed_finishes_its_steps_and_checkpoint(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    proc = launch(tiny_dataset, run, "training.max_steps=40", "training.checkpoint_interval=1000")
+    for _ in range(2):  # `python -m train ... | head -2`
+        proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "BrokenPipeError" not in err and "Traceback" not in err
+    assert sorted(losses(run)) == list(range(1, 41))  # every step logged to metrics.jsonl
+    assert find_checkpoint(run).name == "step_00000040"
+
+
+@pytest.mark.slow
+def test_sighup_checkpoints_and_exits_with_the_preempted_status(tiny_dataset, tmp_path):
+    import signal
+
+    from tests.conftest import wait_for
+    run = tmp_path / "run"
+    proc = launch(tiny_dataset, run, "training.max_steps=100000", "training.checkpoint_interval=1000")
+    wait_for(lambda: (run / "metrics.jsonl").exists() and len(losses(run)) >= 3, proc)
+    proc.stdout.close()  # the terminal is gone, and then its session's hangup arrives
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    assert find_checkpoint(run).name == f"step_{max(losses(run)):08d}"
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mount a small tmpfs with the options given (``mount("size=2m,ro")``); unmounted after the test."""
+    mounted = []
+
+    def mount(options: str) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        point = tmp_path / f"fs{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True,
+                              text=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(point)
+        return point
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=True)
+
+
+def test_an_unwritable_or_full_out_is_a_one_line_error(tiny_dataset, tmpfs):
+    read_only = tmpfs("size=1m,ro")
+    done = cli(tiny_dataset, read_only / "run", *SETS, config="demo")
+    assert done.returncode == 1 and done.stderr == f"error: --out {read_only / 'run'} is on a read-only file " \
+        f"system; pick a directory you can write to\n"
+    full = tmpfs("size=256k")
+    (full / "filler").write_bytes(b"\0" * (256 << 10))  # as much as fits
+    done = cli(tiny_dataset, full / "run", *SETS, config="demo")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"error: --out {full / 'run'}: no space left on that file system (")
+
+
+def test_warnings_when_there_is_nothing_to_validate_on_or_warmup_outlasts_the_run(tmp_path):
+    from tests.conftest import build_dataset, sample_texts
+    no_val = build_dataset(tmp_path / "data", sample_texts(400), val_every=10**9)
+    done = cli(no_val, tmp_path / "run", *SETS, "--set", "training.max_steps=2", "--set", "training.warmup_steps=5",
+               "--dry-run", config="demo")
+    assert done.returncode == 0, done.stderr
+    assert "warning: nothing to validate on: the dataset has no val split. The run will not evaluate" in done.stdout
+    assert "warning: training.warmup_steps=5 exceeds the run's 2 steps" in done.stdout

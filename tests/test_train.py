@@ -260,15 +260,15 @@ def test_exact_resume_after_kill_9(tiny_dataset, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_and_exits_cleanly(tiny_dataset, tmp_path):
+def test_sigterm_checkpoints_and_exits_with_the_preempted_status(tiny_dataset, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(cli(tiny_dataset, run, "training.max_steps=100000", "training.checkpoint_interval=1000"),
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for(lambda: (run / "metrics.jsonl").exists() and len(losses(run)) >= 3, proc)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out
-    assert "stopped by signal 15; continue with --resume" in out
+    assert proc.returncode == 75, out  # EXIT_PREEMPTED: a scheduler reads "preempted, resume me"
+    assert "stopped by signal 15 (SIGTERM); continue with --resume" in out
     last = max(losses(run))
     assert find_checkpoint(run).name == f"step_{last:08d}"
 

@@ -92,6 +92,8 @@ def export(path: str | Path, out: str | Path, which: str = "best", tolerance: fl
     model = model.float().eval()
     architecture(cfg)  # refuses, before anything is written, a model neither layout can hold
     eot_id = tk.eot_id(tk.load(tokenizer_path), source=tokenizer_path)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; give a directory for the exported model (new or empty)")
     if out.exists() and any(out.iterdir()):
         if not (out / "config.json").exists():
             raise ExportError(f"{out} exists and is not an exported model directory; choose an empty or new --out")

@@ -243,6 +243,8 @@ def decode(directory: Path, split: str, docs: list[int], windows: list[int], seq
     items = []
     if random is None and not docs and not windows:
         random = 3
+    if random is not None and random < 1:
+        raise UsageError(f"--random {random}: give how many documents to draw, at least 1")
     if random is not None:
         k = min(random, view.n_docs)
         docs = docs + sorted(np.random.default_rng(seed).choice(view.n_docs, size=k, replace=False).tolist())

@@ -22,12 +22,13 @@ loop, with :func:`train_step`, :func:`due_at` (log / evaluate / checkpoint now?)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
 import secrets
-import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,8 +49,9 @@ from train.config import (
     resolve_batch,
     resume_changes,
 )
+from train.init_from import InitWeights, load_init_weights
 from train.loader import Loader, ValWindows
-from train.model import GPT, peak_flops
+from train.model import GPT, ModelConfig, peak_flops
 from train.optim import build_optimizer, set_lr
 
 METRICS_NAME = "metrics.jsonl"
@@ -100,6 +102,19 @@ def resolve_device(name: str, d: Dist) -> torch.device:
             raise ConfigError("training.device=cuda but no CUDA GPU is visible; use training.device=cpu")
         return torch.device("cuda", d.local_rank)
     return torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """The accelerator's name ("NVIDIA H100 80GB HBM3"), or the CPU's model from /proc/cpuinfo."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"CPU: {line.split(':', 1)[1].strip()} ({os.cpu_count()} threads)"
+    except OSError:
+        pass
+    return "CPU"
 
 
 def cpu_has_native_bf16() -> bool:
@@ -159,16 +174,50 @@ def evaluate(model, val: ValWindows, batch_size: int, device, autocast, d: Dist)
     return s / n
 
 
+EXIT_PREEMPTED = 75  # exit status of a run stopped by a signal after its checkpoint: "preempted, resume me"
+#                      (EX_TEMPFAIL of sysexits.h: a temporary failure; the same command goes on)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, a scheduler's preemption, a closed terminal
+
+
+def silence(stream) -> None:
+    """Point ``stream``'s file descriptor at /dev/null: what is still buffered for it, and what is written to it
+    later (by this program or a library), is dropped instead of failing again, at exit too."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
+
+
+class Console:
+    """The run's lines on stdout (rank 0), while stdout can be written. A closed pipe (``| head``), a dead
+    ``tee`` or a closed terminal loses the lines, never the run: the log goes on in metrics.jsonl and the
+    run to its end (and its checkpoint)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.lost = enabled, False
+
+    def __call__(self, *args, **kwargs) -> None:
+        if not self.enabled or self.lost:
+            return
+        try:
+            print(*args, **kwargs)
+        except OSError:  # EPIPE, or EIO from a terminal that went away
+            self.lost = True
+            silence(sys.stdout)
+
+
 class StopFlag:
-    """Set by SIGINT/SIGTERM; the loop then checkpoints and exits. One process reads it after every step;
-    under DDP the processes agree on it at the next log, evaluation or checkpoint step."""
+    """Set by SIGINT, SIGTERM or SIGHUP; the loop then checkpoints and exits (status EXIT_PREEMPTED). One process
+    reads it after every step; under DDP the processes agree on it at the next log, evaluation or
+    checkpoint step."""
 
     def __init__(self):
         self.signal: int | None = None
         self._previous = {}
 
     def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -324,6 +373,7 @@ class Run:
     max_steps: int
     resume_from: Path | None          # the checkpoint this run continues from
     changes: list[dict]               # config keys this process changed from the checkpoint's: {"key", "from", "to"}
+    started_from: dict                # the weights the run started from (--init-from's description), {} if none
     model: GPT                        # the plain module: parameters, state dicts
     train_model: torch.nn.Module      # what the loop calls: model inside DDP and/or torch.compile
     ddp: torch.nn.Module              # model inside DDP (its no_sync()), or model itself
@@ -363,7 +413,7 @@ def due_at(step: int, max_steps: int, t: TrainingConfig) -> Due:
 # train(): wiring
 
 def train(cfg: Config | ConfigRequest, data_dir: str | Path, run_dir: str | Path, resume: bool = False,
-          dry_run: bool = False) -> dict:
+          dry_run: bool = False, init_from: str | Path | None = None) -> dict:
     """Train per ``cfg`` on the dataset in ``data_dir``, writing ``run_dir``; returns the summary dict.
 
     Continues from ``run_dir``'s newest complete checkpoint when there is one (``resume`` only makes
@@ -371,9 +421,14 @@ def train(cfg: Config | ConfigRequest, data_dir: str | Path, run_dir: str | Path
     caller asks for: a :class:`Config` (every key) or a :class:`ConfigRequest` (a command line's
     ``--config`` and ``--set``); on resume it may change only the keys of ``MUTABLE_ON_RESUME``, and
     each change is printed and recorded (ConfigError for any other).
+
+    ``init_from`` starts a new run from other weights (train/init_from.py: a run, a checkpoint or a
+    transformers directory): weights only, with a fresh optimizer, schedule and data order; the model
+    config is the weights' (``cfg``'s model keys must agree), the tokenizer must be the dataset's. The
+    run records where it started from; resuming it with the same ``init_from`` continues it.
     """
     with contextlib.ExitStack() as cleanup:  # on every exit: the loader thread, metrics files, process group
-        run = setup(cfg, Path(data_dir), Path(run_dir), resume, cleanup)
+        run = setup(cfg, Path(data_dir), Path(run_dir), resume, cleanup, init_from)
         cleanup.callback(run.writer.join)  # a checkpoint being written is finished, whatever stops the run
         if dry_run:
             return dry_run_report(run)
@@ -392,18 +447,23 @@ def check_dirs(data_dir: Path, run_dir: Path) -> None:
 
 
 def setup(request: Config | ConfigRequest, data_dir: Path, run_dir: Path, resume: bool,
-          cleanup: contextlib.ExitStack) -> Run:
+          cleanup: contextlib.ExitStack, init_from: str | Path | None = None) -> Run:
     """Join the process group, open the data, find the checkpoint and config to continue from, build the model."""
     check_dirs(data_dir, run_dir)
     d, owns_group = setup_distributed()
     if owns_group:
         cleanup.callback(dist.destroy_process_group)
-    say = print if d.main else (lambda *a, **k: None)
+    say = Console(d.main)
 
     manifest = shards.load_manifest(data_dir)
     data_fp, tok_fp = shards.dataset_fingerprint(manifest), manifest["tokenizer_sha256"]
-    resume_from, config, changes = on_rank0(
-        d, lambda: find_start(request, manifest, data_dir, run_dir, data_fp, tok_fp, resume, d.world_size, say))
+    weights = {}  # rank 0's InitWeights, kept out of the broadcast: DDP hands its parameters to the others
+
+    def start() -> Start:
+        begin, weights["init"] = find_start(request, manifest, data_dir, run_dir, data_fp, tok_fp, resume,
+                                            d.world_size, say, init_from)
+        return begin
+    resume_from, config, changes, started_from = on_rank0(d, start)
     cfg = Config.from_dict(config)
     t = cfg.training
     device = resolve_device(t.device, d)
@@ -414,11 +474,16 @@ def setup(request: Config | ConfigRequest, data_dir: Path, run_dir: Path, resume
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    model = GPT(cfg.model).to(device)
+    model = GPT(cfg.model)
+    if weights.get("init") is not None:
+        model.load_state_dict(weights.pop("init").state_dict)
+    model.to(device)
     loader = Loader(data_dir, manifest, cfg.model.seq_len, t.batch_size, t.seed, device, d.rank, d.world_size,
                     cfg.data.prefetch, step_windows=t.global_batch_size)
     cleanup.callback(loader.close)
     val = ValWindows(data_dir, manifest, cfg.model.seq_len, t.eval_windows)
+    for warning in setup_warnings(cfg, manifest, max_steps, len(val)):
+        say(f"warning: {warning}")
 
     train_model = ddp = model
     if d.world_size > 1:
@@ -433,7 +498,8 @@ def setup(request: Config | ConfigRequest, data_dir: Path, run_dir: Path, resume
             f"(bf16 and TF32) to PEAK_FLOPS in train/model.py")
     return Run(cfg=cfg, d=d, say=say, data_dir=data_dir, run_dir=run_dir, manifest=manifest, data_fp=data_fp,
                tok_fp=tok_fp, device=device, precision=precision, tokens_per_step=tokens_per_step,
-               max_steps=max_steps, resume_from=resume_from, changes=changes, model=model, train_model=train_model,
+               max_steps=max_steps, resume_from=resume_from, changes=changes, started_from=started_from,
+               model=model, train_model=train_model,
                ddp=ddp, optimizer=build_optimizer(model, cfg, device),
                scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None, loader=loader, val=val,
                autocast=torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext(),
@@ -441,31 +507,84 @@ def setup(request: Config | ConfigRequest, data_dir: Path, run_dir: Path, resume
                last_checkpoint=str(resume_from) if resume_from else None)
 
 
+def setup_warnings(cfg: Config, manifest: dict, max_steps: int, val_windows: int) -> list[str]:
+    """What in a valid config and dataset makes a run do less than its user likely expects."""
+    t, warnings = cfg.training, []
+    if val_windows == 0:
+        val_tokens = sum(s["tokens"] for s in shards.split_shards(manifest, "val"))
+        why = ("the dataset has no val split" if val_tokens == 0 else
+               f"its val split holds {val_tokens:,} tokens, no shard of it a whole window of model.seq_len + 1 = "
+               f"{cfg.model.seq_len + 1}")
+        warnings.append(f"nothing to validate on: {why}. The run will not evaluate, keep best weights or stop early; "
+                        f"rebuild the dataset with a larger --val-fraction, or lower model.seq_len")
+    if t.warmup_steps > max_steps:
+        warnings.append(f"training.warmup_steps={t.warmup_steps} exceeds the run's {max_steps:,} steps: the learning "
+                        f"rate never reaches its peak ({t.lr:g}). Lower training.warmup_steps")
+    return warnings
+
+
 class Start(NamedTuple):
     """Where a run starts: the checkpoint it continues from (None for a new run), the config it trains
-    with (``Config.to_dict()``) and the keys that config changes from the checkpoint's."""
+    with (``Config.to_dict()``), the keys that config changes from the checkpoint's, and the weights the
+    run started from (--init-from's description; {} for a run from random weights)."""
     checkpoint: Path | None
     config: dict
     changes: list[dict]
+    started_from: dict
 
 
 def find_start(request: Config | ConfigRequest, manifest: dict, data_dir: Path, run_dir: Path, data_fp: str,
-               tok_fp: str, resume: bool, world_size: int, say) -> Start:
-    """The checkpoint to continue from and the config to train with; runs on rank 0 only.
+               tok_fp: str, resume: bool, world_size: int, say,
+               init_from: str | Path | None = None) -> tuple[Start, InitWeights | None]:
+    """The checkpoint to continue from and the config to train with, and the weights a new run starts
+    from (``init_from``); runs on rank 0 only.
 
-    A new run trains with what ``request`` asks for, its global batch fixed for ``world_size`` processes.
-    A resumed one with its checkpoint's config and global batch, changed only where ``request`` asks for
-    a change that may be made mid-run (each printed); its accumulation follows from ``world_size``."""
+    A new run trains with what ``request`` asks for, its global batch fixed for ``world_size`` processes
+    (with ``init_from``, the weights' model config, which ``request``'s model keys must agree with). A
+    resumed one with its checkpoint's config and global batch, changed only where ``request`` asks for a
+    change that may be made mid-run (each printed); its accumulation follows from ``world_size``."""
     checkpoint = resume_point(data_dir, run_dir, data_fp, tok_fp, resume, say)
-    saved = None if checkpoint is None else Config.from_dict(ckpt.read_config(checkpoint),
-                                                             f"{checkpoint / ckpt.CONFIG_NAME}")
+    if checkpoint is not None:
+        return resumed_start(request, manifest, checkpoint, run_dir, world_size, say, init_from), None
+    init = None
+    if init_from is not None:
+        init = load_init_weights(init_from)
+        init.check_dataset(data_dir, manifest)
+        base = Config()
+        base.model = ModelConfig(**dataclasses.asdict(init.model_config))
+        cfg = request.resolve(base) if isinstance(request, ConfigRequest) else Config.from_dict(request.to_dict())
+    else:
+        cfg = request.resolve() if isinstance(request, ConfigRequest) else Config.from_dict(request.to_dict())
+    cfg.model.vocab_size = int(manifest["vocab_size"])
+    cfg.validate()
+    resolve_batch(cfg, world_size, new_run=True)
+    if init is None:
+        return Start(None, cfg.to_dict(), [], {}), None
+    init.check_model(cfg.model)
+    d = init.description
+    what = (f"step {d['step']:,} of {d['checkpoint']}" if d["kind"] == "checkpoint" else
+            f"{d['architecture']}, max |logit diff| {d['max_abs_logit_diff']:.1e}")
+    say(f"init: weights from {init.source} ({d['kind']}: {what}); a fresh optimizer, schedule and data order")
+    for note in init.notes:
+        say(f"init: {note}")
+    return Start(None, cfg.to_dict(), [], d), init
+
+
+def resumed_start(request: Config | ConfigRequest, manifest: dict, checkpoint: Path, run_dir: Path,
+                  world_size: int, say, init_from: str | Path | None) -> Start:
+    """Where a run with a checkpoint goes on: its own config, changed only as MUTABLE_ON_RESUME allows."""
+    saved = Config.from_dict(ckpt.read_config(checkpoint), f"{checkpoint / ckpt.CONFIG_NAME}")
+    index = ckpt.read_index(checkpoint)
+    started_from = ckpt.read_part(checkpoint, "init_from", index) if "init_from" in index["parts"] else {}
+    if init_from is not None and Path(init_from).resolve() != Path(started_from.get("path", "")):
+        where = f"from {started_from['path']}" if started_from else "from random weights"
+        raise TrainingError(f"refusing --init-from {init_from}: {run_dir} holds a run (its checkpoint "
+                            f"{checkpoint.name}) that started {where}; it continues from its checkpoint. Rerun "
+                            f"without --init-from to continue it, or start the new run in another --out")
     cfg = request.resolve(saved) if isinstance(request, ConfigRequest) else Config.from_dict(request.to_dict())
     cfg.model.vocab_size = int(manifest["vocab_size"])
     cfg.validate()
-    if saved is None:
-        resolve_batch(cfg, world_size, new_run=True)
-        return Start(None, cfg.to_dict(), [])
-    saved_world = int(ckpt.read_part(checkpoint, "process").get("world_size") or 1)
+    saved_world = int(ckpt.read_part(checkpoint, "process", index).get("world_size") or 1)
     if saved.training.global_batch_size == 0:  # saved before the global batch was recorded: what it trained with
         resolve_batch(saved, saved_world, new_run=True)
     if cfg.training.global_batch_size == 0:  # not asked for: the run's own
@@ -481,7 +600,7 @@ def find_start(request: Config | ConfigRequest, manifest: dict, data_dir: Path, 
             f"{t.grad_accum_steps} micro-batch(es) of {t.batch_size} a step, so the global batch stays "
             f"{t.global_batch_size} sequences ({t.global_batch_size * cfg.model.seq_len:,} tokens) and the data order "
             f"is the same")
-    return Start(checkpoint, cfg.to_dict(), changes)
+    return Start(checkpoint, cfg.to_dict(), changes, started_from)
 
 
 def resume_point(data_dir: Path, run_dir: Path, data_fp: str, tok_fp: str, resume: bool, say) -> Path | None:
@@ -575,6 +694,7 @@ def checkpoint_parts(run: Run, state: TrainState) -> dict[str, ckpt.Stateful | N
         "process": ckpt.Record({"world_size": d.world_size, "precision": run.precision, "device": run.device.type,
                                 "torch": torch.__version__}),
         "config": ckpt.Record(run.cfg.to_dict()),
+        "init_from": ckpt.Record(run.started_from) if run.started_from else None,
     }
 
 
@@ -595,10 +715,21 @@ def restore(run: Run) -> TrainState:
 
 def open_run_dir(run: Run, state: TrainState) -> Metrics:
     """Write the run's config and tokenizer (rank 0) and open its metrics at ``state.step``."""
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    (run.run_dir / ckpt.CONFIG_NAME).write_text(json.dumps(run.cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
-    shutil.copyfile(run.data_dir / shards.TOKENIZER_NAME, run.run_dir / shards.TOKENIZER_NAME)
+    shards.make_output_dir(run.run_dir)
+    try:
+        shards.atomic_write_bytes(run.run_dir / ckpt.CONFIG_NAME,
+                                  (json.dumps(run.cfg.to_dict(), indent=2) + "\n").encode("utf-8"))
+        shards.atomic_write_bytes(run.run_dir / shards.TOKENIZER_NAME,
+                                  (run.data_dir / shards.TOKENIZER_NAME).read_bytes())
+    except shards.DiskFull as e:
+        raise TrainingError(f"{e}; free space there (or use another --out), then rerun the same command") from None
+    except OSError as e:
+        raise shards.output_error(run.run_dir, "--out", e) from None
     metrics = Metrics(run.run_dir, run.cfg, state.step, run.say)
+    metrics.log({"type": "run", "step": state.step, "device": run.device.type, "device_name": device_name(run.device),
+                 "world_size": run.d.world_size, "precision": run.precision, "torch": torch.__version__,
+                 "params": run.n_params, "flops_per_token": run.flops_per_token,
+                 "data_dir": str(run.data_dir.resolve()), "init_from": run.started_from or None})
     if run.changes:
         metrics.log({"type": "config", "step": state.step, "changes": run.changes})
     return metrics
@@ -640,7 +771,8 @@ def fit(run: Run, state: TrainState, metrics: Metrics | None) -> dict:
                 if t.early_stop_patience and state.evals_since_best >= t.early_stop_patience:
                     stop_reason = f"early stop: no better val loss in {state.evals_since_best} evaluations"
             if signalled:
-                stop_reason = f"stopped by signal {signalled}; continue with --resume"
+                stop_reason = (f"stopped by signal {signalled} ({signal.Signals(signalled).name}); continue with "
+                               f"--resume")
             if due.checkpoint or stop_reason != FINISHED:
                 save(run, state, best=is_best)
             elif is_best:  # the best weights alone, between checkpoints
@@ -797,7 +929,8 @@ def summarize(run: Run, state: TrainState, last_loss: float | None, stop_reason:
     best = state.best_val_loss if math.isfinite(state.best_val_loss) else None
     summary = {"steps": state.step, "tokens": state.tokens, "final_loss": last_loss,
                "final_val_loss": state.last_val_loss, "best_val_loss": best, "elapsed_s": elapsed,
-               "checkpoint": run.last_checkpoint, "stop_reason": stop_reason}
+               "checkpoint": run.last_checkpoint, "stop_reason": stop_reason,
+               "preempted": stop_reason.startswith("stopped by signal")}
 
     def fmt(v):
         return "n/a" if v is None else f"{v:.4f}"
