@@ -378,7 +378,7 @@ def test_a_half_written_last_line_does_not_stop_the_resume(tiny_dataset, tmp_pat
         f.write(line[: len(line) // 2])  # the process died in the middle of this write
     capsys.readouterr()
     train(load_config("demo", TINY + ["training.max_steps=12", "training.checkpoint_interval=10"]), tiny_dataset, run)
-    assert "metrics.jsonl: dropped 1 line(s) that are not JSON records (line 12)" in capsys.readouterr().out
+    assert "metrics.jsonl: dropped 1 line(s) that are not JSON records (line 13)" in capsys.readouterr().out
     assert sorted(losses(run)) == list(range(1, 13)) and one_record_per_step(run)
 
 

@@ -229,6 +229,9 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
+START_RECORDS = ("run", "config")  # metrics.jsonl records a process writes when it starts, at its first step
+
+
 def keep_metrics(path: Path, last_step: int) -> list[str]:
     """Rewrite ``path`` (metrics.jsonl) to one record per (type, step) for the steps up to ``last_step``,
     the checkpoint a run continues from (0 for a new run): what a killed run logged after it is trained
@@ -247,7 +250,8 @@ def keep_metrics(path: Path, last_step: int) -> list[str]:
         except (ValueError, KeyError, TypeError):
             unreadable.append(n)
             continue
-        if key[1] <= last_step:
+        # a process's own records (run, config) at the step it starts from are written again by the next one
+        if key[1] < last_step or (key[1] == last_step and key[0] not in START_RECORDS):
             kept.pop(key, None)  # a repeat replaces the earlier record and takes its place in the order
             kept[key] = line
     shards.atomic_write_bytes(path, "".join(line + "\n" for line in kept.values()).encode("utf-8"))
