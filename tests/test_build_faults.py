@@ -213,7 +213,14 @@ def test_an_empty_input_is_a_bad_input(tmp_path, name, data, capsys):
 def test_a_build_that_keeps_no_document_is_an_error_that_says_why(tmp_path, capsys):
     corpus = tmp_path / "corpus"
     make_corpus(corpus, n_files=2, docs_per_file=20)
+    # an input whose every record is skipped is a bad input, named with what to do (not "ok" with nothing)
     assert build(corpus, tmp_path / "typo", "--text-field", "txet") == 2
+    err = capsys.readouterr().err
+    assert "part_00.json.gz: all its 20 records were skipped (missing_text 20); is the text in another field" in err
+    assert "--text-field" in err and "complete copy" not in err  # not damage: no advice to copy it again
+    assert not (tmp_path / "typo" / shards.MANIFEST_NAME).exists()
+    # going on without such inputs, the build keeps nothing and says why
+    assert build(corpus, tmp_path / "typo", "--text-field", "txet", "--skip-bad-files") == 2
     err = capsys.readouterr().err
     assert "no document was kept: 40 records read, all skipped (missing_text 40)" in err
     assert "--text-field" in err and not (tmp_path / "typo" / shards.MANIFEST_NAME).exists()
@@ -221,7 +228,8 @@ def test_a_build_that_keeps_no_document_is_an_error_that_says_why(tmp_path, caps
     bad.mkdir()
     write_jsonl_gz(bad / "b.json.gz", [b"{oops", {"text": 3}, {"text": " "}])
     assert build(bad, tmp_path / "all-bad") == 2
-    assert "all skipped (empty_text 1, malformed_json 1, non_string_text 1)" in capsys.readouterr().err
+    assert "all its 3 records were skipped (empty_text 1, malformed_json 1, non_string_text 1)" in \
+        capsys.readouterr().err
 
 
 def test_an_html_error_page_served_with_status_200_is_named_for_what_it_is(tmp_path, static_server, capsys):
