@@ -88,7 +88,7 @@ class Builder:
         self.log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
         self.retry = opts.retry()
         # URLs are read through one Fetcher whose spool lives in OUT/.build (see preprocess/fetch.py)
-        self.fetch = Fetcher(self.retry, spool_dir(self.out))
+        self.fetch = Fetcher(self.retry, spool_dir(self.out), log=self.log)
 
     def note(self, msg: str) -> None:
         """What the build is doing (not shown with --quiet); ``log`` is for what the user must know."""

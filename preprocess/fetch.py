@@ -48,7 +48,7 @@ import errno
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -65,11 +65,13 @@ DECODED_ENCODINGS = (None, "identity", "gzip", "x-gzip")  # gzip is recognised i
 
 class Fetcher:
     """Reads URLs for one build (see the module docstring). ``spool``: the directory holding what was
-    fetched (None: nothing is kept beyond what a check needs, for tools and tests); ``on_bytes(n)`` is
-    told of every body byte received."""
+    fetched (None: nothing is kept beyond what a check needs, for tools and tests); ``log``: told of
+    each failed request and the wait before the next."""
 
-    def __init__(self, retry: http.Retry | None = None, spool: Path | None = None):
+    def __init__(self, retry: http.Retry | None = None, spool: Path | None = None,
+                 log: Callable[[str], None] | None = None):
         self.retry = retry or http.Retry()
+        self.log = log
         self.spool = Path(spool) if spool is not None else None
         self.downloaded = 0
         self._no_range: set[str] = set()   # hosts that answered a range with the whole file
@@ -153,7 +155,7 @@ class Fetcher:
         pos = 0  # the next byte to give the reader
         # a spool left by an earlier reader is checked against the server before any of it is given
         checked = not spool.length
-        patience = http.Patience(self.retry, url)
+        patience = http.Patience(self.retry, url, self.log)
         while True:
             size = spool.size()
             if size is not None and pos >= size:
@@ -175,6 +177,7 @@ class Fetcher:
             headers = http.range_header(start, end) if ranged else {}
             if ranged and spool.strong_validator():
                 headers["If-Range"] = spool.strong_validator()
+            fresh = False  # new bytes in this try: progress for the patience, unless the try ends in a stall
             try:
                 with http.request(url, headers, self.retry) as resp:
                     info = http.response_info(resp)
@@ -205,8 +208,7 @@ class Fetcher:
                             had = spool.length
                             spool.take(offset, data)  # compares what the spool holds, appends the rest
                             offset += len(data)
-                            if spool.length > had:  # new bytes, not the repeated ones
-                                patience.progressed()
+                            fresh = fresh or spool.length > had  # new bytes, not the repeated ones
                             if checked and offset > pos:
                                 piece = data[max(0, pos - (offset - len(data))):]
                                 pos = offset
@@ -215,6 +217,8 @@ class Fetcher:
                         if come_back:  # the build reads on later: keep what is already on its way
                             self._read_rest(resp, spool, offset)
                         raise
+                    if fresh:
+                        patience.progressed()
                     if carried is not None and offset < carried:
                         raise http.Transient(f"connection closed at byte {offset:,} of {carried:,}")
                     if not checked:
@@ -224,6 +228,8 @@ class Fetcher:
                     elif spool.size() is None and offset < end:
                         return  # a range cut short where the file ends
             except http.Transient as e:
+                if fresh and not e.stall:
+                    patience.progressed()
                 patience.wait(e, f"at byte {pos:,}", "the build is saved: run the same command again when the server "
                                                      "answers (--network-patience waits longer)")
 

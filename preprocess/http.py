@@ -48,18 +48,21 @@ class Retry:
 
 
 class Transient(Exception):
-    """A failure worth another try; ``retry_after``: the seconds the server asked to wait, if it did."""
+    """A failure worth another try; ``retry_after``: the seconds the server asked to wait, if it did;
+    ``stall``: the connection gave too little (what it gave is not progress for the patience)."""
 
-    def __init__(self, message: str, retry_after: float | None = None):
+    def __init__(self, message: str, retry_after: float | None = None, stall: bool = False):
         super().__init__(message)
         self.retry_after = retry_after
+        self.stall = stall
 
 
 class Patience:
-    """The retry loop's clock for one URL: how long since the last byte, how many failures in a row."""
+    """The retry loop's clock for one URL: how long since the last byte, how many failures in a row.
+    ``log``: told of each failure and the wait before the next try."""
 
-    def __init__(self, retry: Retry, url: str):
-        self.retry, self.url = retry, url
+    def __init__(self, retry: Retry, url: str, log: Callable[[str], None] | None = None):
+        self.retry, self.url, self.log = retry, url, log
         self.since = time.monotonic()
         self.failures = 0
 
@@ -81,6 +84,9 @@ class Patience:
                      and waited + error.retry_after > r.patience_s else "")
             raise DownloadFailed(self.url, f"no progress {where} for {waited:,.0f} s ({self.failures} failed tries; "
                                            f"last error: {error}{asked})", remedy)
+        if self.log is not None:
+            self.log(f"{self.url}: {error} ({where}); trying again in {delay:,.1f} s "
+                     f"({waited:,.0f} of {r.patience_s:,.0f} s of --network-patience used)")
         time.sleep(delay)
 
 
@@ -170,7 +176,7 @@ def body(resp, retry: Retry, piece: int = 1 << 20) -> Iterator[bytes]:
         try:
             data = resp.read1(piece)
         except TimeoutError:
-            raise Transient(f"stalled: no byte for {retry.timeout_s:g} s") from None
+            raise Transient(f"stalled: no byte for {retry.timeout_s:g} s", stall=True) from None
         except (OSError, http.client.HTTPException) as e:
             raise Transient(describe(e)) from None
         waited += time.monotonic() - t0
@@ -180,7 +186,7 @@ def body(resp, retry: Retry, piece: int = 1 << 20) -> Iterator[bytes]:
         if waited >= retry.timeout_s:
             if got < retry.min_rate * waited:
                 raise Transient(f"stalled: {got:,} bytes in {waited:.0f} s, below the floor of "
-                                f"{retry.min_rate:,.0f} bytes/s")
+                                f"{retry.min_rate:,.0f} bytes/s", stall=True)
             waited, got = 0.0, 0
         yield data
 

@@ -476,7 +476,8 @@ class Plan:
             # a URL that could not be sized has no size (None): order by path, then size
             example = min(then ^ now, key=lambda x: (x[0], x[1], -1 if x[2] is None else x[2]))
             out.append(f"the input files differ ({len(now - then)} new or changed, {len(then - now)} gone or "
-                       f"changed, e.g. {example[0]} of {example[2]} bytes)")
+                       f"changed, e.g. {example[0]} " + (f"of {example[2]} bytes)" if example[2] is not None
+                                                         else "(not sized: it could not be opened then)"))
         elif a["inputs"] != b["inputs"]:
             out.append("the input files are the same but in another order")
         for key in ("mode", "seed", "max_tokens", "mix", "source_pattern"):
