@@ -35,9 +35,8 @@ import errno
 import os
 import shutil
 import sys
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm import tqdm
@@ -204,10 +203,10 @@ class Builder:
             self.note(f"training a {o.vocab_size:,}-token byte-level BPE on up to "
                       f"{o.tokenizer_sample_bytes / 1e6:,.3g} MB of text (--tokenizer-sample-bytes) drawn from "
                       f"{len(plan.sample)} sources in their shares")
-            texts = plans.sample_texts(plan, inputs, o.text_field, o.txt_blocks, lambda t: tk.repair_surrogates(t)[0],
-                                       fetch=self.fetch)
-            tok = train_interruptibly(texts, o.vocab_size, show_progress=not o.quiet and sys.stderr.isatty())
-            tk.save(tok, path)
+            def sample() -> Iterator[str]:
+                return plans.sample_texts(plan, inputs, o.text_field, o.txt_blocks,
+                                          lambda t: tk.repair_surrogates(t)[0], fetch=self.fetch)
+            train_tokenizer(sample, o.vocab_size, not o.quiet and sys.stderr.isatty(), path, self.fetch)
             self.note(f"tokenizer trained in {time.perf_counter() - t0:.1f} s -> {path}")
         # loaded and fingerprinted once, up front, when given: the copy has the same bytes
         loaded = self.given if o.tokenizer is not None else tk.read(path)
@@ -588,41 +587,52 @@ def _cut_utf8(text: str, limit: int) -> str:
     return text[:limit].encode("utf-8")[:limit].decode("utf-8", "ignore")
 
 
-def train_interruptibly(texts: Iterable[str], vocab_size: int, show_progress: bool) -> tk.Tokenizer:
-    """``tk.train_bpe`` on ``texts``, in a thread, so that Ctrl-C stops the build at once: the trainer
-    runs in native code, which neither lets the interrupt through while it works nor passes on an
-    error raised by the iterator feeding it (it trains on what it got instead). So an error of the
-    sample (a URL that does not answer) is kept aside and raised here, and an interrupt stops the
-    feeding and raises KeyboardInterrupt in this thread; nothing is saved either way."""
-    stop = threading.Event()
-    outcome: dict = {}
+def train_tokenizer(sample, vocab_size: int, show_progress: bool, path: Path, fetch: Fetcher) -> None:
+    """Train a byte-level BPE on ``sample()`` and save it to ``path``, in a child process, so that Ctrl-C
+    stops the build at once: the trainer works in native code, where an interrupt only takes effect
+    when it is done, which on the default 1 GB sample is many minutes. On Ctrl-C the child is killed
+    and nothing is saved: the rerun trains again, its sample read from the spool, not fetched again.
+    An error of the child (a URL that does not answer) is raised here as the build's own. Where fork
+    is not available, the training runs here and an interrupt waits for it."""
+    import multiprocessing
+    import signal
 
-    def feed() -> Iterator[str]:
+    if "fork" not in multiprocessing.get_all_start_methods():
+        tk.save(tk.train_bpe(sample(), vocab_size=vocab_size, show_progress=show_progress), path)
+        return
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+
+    def child() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the build's process handles Ctrl-C, by killing this one
+        before = fetch.downloaded
         try:
-            for text in texts:
-                if stop.is_set():
-                    return
-                yield text
-        except BaseException as e:  # re-raised below, in the build's thread
-            outcome["error"] = e
+            tk.save(tk.train_bpe(sample(), vocab_size=vocab_size, show_progress=show_progress), path)
+            send.send((None, fetch.downloaded - before))
+        except (shards.PipelineError, tk.TokenizerError) as e:  # what the user can act on, said as it is
+            send.send((str(e), fetch.downloaded - before))
+        except BaseException as e:  # a bug: its type and message, for the traceback raised below
+            send.send((RuntimeError(f"{type(e).__name__}: {e}"), fetch.downloaded - before))
 
-    def work() -> None:
-        try:
-            outcome["tokenizer"] = tk.train_bpe(feed(), vocab_size=vocab_size, show_progress=show_progress)
-        except BaseException as e:
-            outcome.setdefault("error", e)
-
-    thread = threading.Thread(target=work, name="tokenizer-training", daemon=True)
-    thread.start()
+    proc = context.Process(target=child, name="tokenizer-training", daemon=True)
+    proc.start()
+    send.close()
     try:
-        while thread.is_alive():
-            thread.join(0.2)
+        while not receive.poll(0.2):
+            if not proc.is_alive():
+                raise BuildError(f"training the tokenizer stopped: its process ended with code {proc.exitcode} "
+                                 f"(out of memory? A smaller --tokenizer-sample-bytes needs less)")
+        error, downloaded = receive.recv()
     except KeyboardInterrupt:
-        stop.set()
+        proc.kill()
+        proc.join()
         raise
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["tokenizer"]
+    proc.join()
+    fetch.downloaded += downloaded
+    if isinstance(error, RuntimeError):
+        raise error
+    if error is not None:
+        raise BuildError(error)
 
 
 def build(opts: BuildOptions) -> dict | None:
