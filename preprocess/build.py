@@ -32,6 +32,7 @@ last, then ``.build`` removed.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import sys
@@ -69,6 +70,7 @@ from preprocess.state import (
 ENCODER_SAMPLE_DOCS = 1000
 ENCODER_SAMPLE_BYTES = 1 << 18
 ENCODER_SAMPLE_READS = 8  # reads it is drawn from at most
+ENCODER_SAMPLE_NAME = "encoder_sample.json"
 
 
 class _EngineRejected(Exception):
@@ -217,10 +219,15 @@ class Builder:
     def encoder_sample(self, plan, inputs, reads) -> list[str]:
         """The first documents of the first reads (ENCODER_SAMPLE_READS at most, each as far as the main
         pass is expected to read it), up to ENCODER_SAMPLE_BYTES of text in all, each text cut to what is
-        left of that, or ENCODER_SAMPLE_DOCS documents. From the reads' starts whichever read a resumed
-        build is in, so the check, and the reason the manifest records, are those of an uninterrupted
-        build; a URL's start comes from the spool the main pass reads (fetched again only when the saved
-        state is already past that read)."""
+        left of that, or ENCODER_SAMPLE_DOCS documents. Kept in ``OUT/.build`` (ENCODER_SAMPLE_NAME), so
+        that a resumed build checks the same texts, and the manifest records the reason an uninterrupted
+        build would, without reading the start of reads the saved state is already past."""
+        kept = self.out / shards.BUILD_DIR / ENCODER_SAMPLE_NAME
+        if kept.exists():
+            try:
+                return json.loads(kept.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                pass  # taken again below
         o = self.opts
         first = ReadPath(plan, inputs, reads, (0, 0), None, 0, 0, o.text_field, o.txt_blocks, False, self.fetch)
         texts = first.first_texts(ENCODER_SAMPLE_READS)
@@ -233,6 +240,7 @@ class Builder:
                     break
         finally:
             texts.close()
+        shards.write_json_atomic(kept, sample)
         return sample
 
     def start_encoder(self, loaded: tk.TokenizerFile, plan, inputs, reads) -> tuple[tk.Encoder, EncoderCheck | None]:

@@ -329,3 +329,26 @@ def test_ctrl_c_during_tokenizer_training_stops_the_build_at_once(tmp_path):
     assert "Traceback" not in err
     assert not (out / shards.TOKENIZER_NAME).exists()  # nothing half-trained is kept
     assert (out / shards.BUILD_DIR / "state.json").exists()  # the build is known and resumes
+
+
+def test_a_huge_first_document_gives_the_encoder_check_only_its_first_256_kb(tmp_path):
+    """The fast engine's check encodes its sample with HF, whose memory grows with a text's length; a
+    document of tens of MB as the first record must not reach it whole (it took over 8 GB for 50 MB)."""
+    from preprocess import build as builds
+    from preprocess import readers
+    from preprocess.options import BuildOptions
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    table = bytes((b"bcdfghjklmnprstvzaeiou" * 12)[:216] + b" " * 40)
+    huge = os.urandom(12 << 20).translate(table).decode()
+    texts = sample_texts(50)
+    write_jsonl_gz(corpus / "b-0000.json.gz", [{"id": "huge", "text": huge}]
+                   + [{"id": str(i), "text": t} for i, t in enumerate(texts)])
+    b = builds.Builder(BuildOptions(out=str(tmp_path / "out"), inputs=[str(corpus)]), log=lambda msg: None)
+    (tmp_path / "out" / shards.BUILD_DIR).mkdir(parents=True)
+    plan, inputs = b.make_plan(readers.resolve_inputs([str(corpus)]))
+    sample = b.encoder_sample(plan, inputs, b.reads(plan))
+    assert sample == [huge[:builds.ENCODER_SAMPLE_BYTES]]  # one byte per character here: cut to the budget
+    # and a resumed build checks the same texts, kept beside its state
+    assert json.loads((tmp_path / "out" / shards.BUILD_DIR / builds.ENCODER_SAMPLE_NAME).read_text()) == sample

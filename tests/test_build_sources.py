@@ -46,3 +46,28 @@ def test_fallback_input_is_used_and_recorded_when_the_input_cannot_be_opened(tmp
 
     r = run_build("--input", missing, "--out", str(tmp_path / "no_fallback"))
     assert r.returncode == 2 and "404" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_bug_in_resolving_the_input_is_not_taken_for_an_input_that_cannot_be_opened(tmp_path, monkeypatch):
+    """--fallback-input is for an input that does not resolve or open (InputError, BadInputFile,
+    DownloadFailed); any other error there is a bug, and must surface, not quietly build the fallback."""
+    import pytest
+
+    from preprocess import readers
+    from preprocess.build import build
+    from preprocess.options import BuildOptions
+
+    fallback = tmp_path / "fallback.jsonl"
+    fallback.write_text("".join(json.dumps({"text": f"fallback text {i}"}) + "\n" for i in range(20)))
+    resolve = readers.resolve_inputs
+
+    def broken(specs, *args, **kwargs):
+        if specs != [str(fallback)]:
+            raise ValueError("a bug in resolving the input")
+        return resolve(specs, *args, **kwargs)
+    monkeypatch.setattr(readers, "resolve_inputs", broken)
+    opts = BuildOptions(out=str(tmp_path / "out"), inputs=[str(tmp_path / "corpus")], fallback_input=str(fallback),
+                        vocab_size=300, quiet=True)
+    with pytest.raises(ValueError, match="a bug in resolving the input"):
+        build(opts)
+    assert not (tmp_path / "out" / shards.MANIFEST_NAME).exists()
