@@ -32,7 +32,6 @@ last, then ``.build`` removed.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import sys
@@ -70,7 +69,6 @@ from preprocess.state import (
 ENCODER_SAMPLE_DOCS = 1000
 ENCODER_SAMPLE_BYTES = 1 << 18
 ENCODER_SAMPLE_READS = 8  # reads it is drawn from at most
-ENCODER_SAMPLE_NAME = "encoder_sample.json"
 
 
 class _EngineRejected(Exception):
@@ -219,15 +217,9 @@ class Builder:
     def encoder_sample(self, plan, inputs, reads) -> list[str]:
         """The first documents of the first reads (ENCODER_SAMPLE_READS at most, each as far as the main
         pass is expected to read it), up to ENCODER_SAMPLE_BYTES of text in all, each text cut to what is
-        left of that, or ENCODER_SAMPLE_DOCS documents. Kept in ``OUT/.build`` (ENCODER_SAMPLE_NAME), so
-        that a resumed build checks the same texts, and the manifest records the reason an uninterrupted
-        build would, without reading the start of reads the saved state is already past."""
-        kept = self.out / shards.BUILD_DIR / ENCODER_SAMPLE_NAME
-        if kept.exists():
-            try:
-                return json.loads(kept.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                pass  # taken again below
+        left of that, or ENCODER_SAMPLE_DOCS documents. From the reads' starts: the same texts whenever
+        it is taken (the state keeps the check's verdict from the first save on; before that, the reads'
+        starts are still in the spool)."""
         o = self.opts
         first = ReadPath(plan, inputs, reads, (0, 0), None, 0, 0, o.text_field, o.txt_blocks, False, self.fetch)
         texts = first.first_texts(ENCODER_SAMPLE_READS)
@@ -240,15 +232,23 @@ class Builder:
                     break
         finally:
             texts.close()
-        shards.write_json_atomic(kept, sample)
         return sample
 
-    def start_encoder(self, loaded: tk.TokenizerFile, plan, inputs, reads) -> tuple[tk.Encoder, EncoderCheck | None]:
+    def start_encoder(self, loaded: tk.TokenizerFile, plan, inputs, reads,
+                      state: BuildState) -> tuple[tk.Encoder, EncoderCheck | None]:
         """The encoder to start with and, for the fast engine, its equivalence check running in a thread.
 
         The check (HF's ids on a sample, about 0.1 s) overlaps the first batches; the main pass waits for
-        it before it takes the first batch's ids, so nothing is written with an engine that failed it.
+        it before it takes the first batch's ids, so nothing is written with an engine that failed it. Its
+        verdict is kept in the state: a resumed build goes on with the engine (and records the reason) the
+        build started with, as it goes on with its tokenizer.
         """
+        saved = state.encoder
+        if saved is not None and saved["asked"] == self.opts.encoder:
+            decided = (tk.candidate_encoder(loaded.tok, "tiktoken", loaded.spec) if saved["engine"] == "tiktoken"
+                       else tk.make_encoder(loaded.tok, "hf"))
+            decided.reason = saved["reason"]
+            return decided, None
         candidate = tk.candidate_encoder(loaded.tok, self.opts.encoder, loaded.spec)
         if candidate.engine != "tiktoken":
             self._log_encoder(candidate)
@@ -409,7 +409,7 @@ class Builder:
             plans.save(self.out, plan)
         reads = self.reads(plan)
         self.fetch.release_all_but({inputs[i].path for i, _ in reads})  # fetched for the sample only
-        encoder, check = self.start_encoder(loaded, plan, inputs, reads)
+        encoder, check = self.start_encoder(loaded, plan, inputs, reads, state)
         if found is not None:
             k = state.position[0]
             self.log(f"resuming the build in {self.out}: {len(state.shards)} shards done, read "
@@ -470,9 +470,12 @@ class Builder:
         try:
             batches = read_path.batches()
             settings = Settings(encoder, o.val_fraction, shards.numpy_dtype(dtype), eot, o.text_field)
+            if check is None:
+                state.encoder = _verdict(o.encoder, encoder)
             for piece in read_path.pieces(encode_in_order(batches, settings, o.workers)):
                 if check is not None:  # before the first piece changes anything
                     encoder, check = self._checked(encoder, check), None
+                    state.encoder = _verdict(o.encoder, encoder)
                 if books.take(piece):
                     break
                 for k in range(released, books.saved_through):  # what the state on disk is past
@@ -586,6 +589,11 @@ class Builder:
         if (self.out / shards.BUILD_DIR).is_dir() and not any((self.out / shards.BUILD_DIR).iterdir()):
             (self.out / shards.BUILD_DIR).rmdir()
         self.note(f"wrote {path}; build each part with --tokenizer {path}")
+
+
+def _verdict(asked: str, encoder: tk.Encoder) -> dict:
+    """The encoder a build goes on with, as its state keeps it."""
+    return {"asked": asked, "engine": encoder.engine, "reason": encoder.reason}
 
 
 def _cut_utf8(text: str, limit: int) -> str:

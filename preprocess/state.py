@@ -47,6 +47,7 @@ class BuildState:
     seq: int = 0
     stopped: bool = False              # --in-order: --max-tokens was reached
     record_sources: dict = field(default_factory=dict)  # records' own "source" field -> [documents, tokens]
+    encoder: dict | None = None        # the engine the build goes on with: {asked, engine, reason}
 
     @classmethod
     def fresh(cls, options: dict, n_inputs: int) -> BuildState:

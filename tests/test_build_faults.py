@@ -346,9 +346,6 @@ def test_a_huge_first_document_gives_the_encoder_check_only_its_first_256_kb(tmp
     write_jsonl_gz(corpus / "b-0000.json.gz", [{"id": "huge", "text": huge}]
                    + [{"id": str(i), "text": t} for i, t in enumerate(texts)])
     b = builds.Builder(BuildOptions(out=str(tmp_path / "out"), inputs=[str(corpus)]), log=lambda msg: None)
-    (tmp_path / "out" / shards.BUILD_DIR).mkdir(parents=True)
     plan, inputs = b.make_plan(readers.resolve_inputs([str(corpus)]))
     sample = b.encoder_sample(plan, inputs, b.reads(plan))
     assert sample == [huge[:builds.ENCODER_SAMPLE_BYTES]]  # one byte per character here: cut to the budget
-    # and a resumed build checks the same texts, kept beside its state
-    assert json.loads((tmp_path / "out" / shards.BUILD_DIR / builds.ENCODER_SAMPLE_NAME).read_text()) == sample

@@ -138,6 +138,16 @@ def faulty():
     srv.server_close()
 
 
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory) -> str:
+    """A tokenizer trained on TEXTS: a build given it reads its input once, in the main pass."""
+    import tokenizer as tk
+
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    tk.save(tk.train_bpe(TEXTS, vocab_size=300), path)
+    return str(path)
+
+
 def _build(urls: list[str], out: Path, *extra: str) -> int:
     return main(["--input", *urls, "--out", str(out), *FAST, *QUICK, *extra])
 
@@ -148,13 +158,13 @@ def _gets(srv, name: str) -> list:
 
 # --- 1. outages: Retry-After, patience, the next run goes on ---------------------------------------
 
-def test_an_outage_within_the_patience_is_waited_out_as_the_server_asks(faulty, tmp_path, capsys):
+def test_an_outage_within_the_patience_is_waited_out_as_the_server_asks(faulty, tmp_path, capsys, tokenizer):
     faulty.files["d-0000.json.gz"] = gzip.compress(JSONL, mtime=0)
     size = len(faulty.files["d-0000.json.gz"])
     # the first response breaks a third of the way in, then the server answers 503 (Retry-After: 1) for 2 s
     faulty.fault("GET", "d-0000.json.gz", ("cut", size // 3), ("503", 2))
     out = tmp_path / "out"
-    assert _build([faulty.url("d-0000.json.gz")], out, "--encoder", "hf") == 0
+    assert _build([faulty.url("d-0000.json.gz")], out, "--encoder", "hf", "--tokenizer", tokenizer) == 0
     assert_nothing_lost(out, TEXTS)
     gets = _gets(faulty, "d-0000.json.gz")
     down = faulty.down_until["d-0000.json.gz"]
@@ -260,11 +270,11 @@ def test_an_encoding_the_reader_cannot_decode_and_undecodable_records_are_bad_in
 # --- 4. stalls --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("stall", [("trickle", 0.05), ("silent", 3)])
-def test_a_stalled_connection_is_named_and_retried(faulty, tmp_path, capsys, stall):
+def test_a_stalled_connection_is_named_and_retried(faulty, tmp_path, capsys, stall, tokenizer):
     faulty.files["d-0000.jsonl"] = JSONL
     faulty.fault("GET", "d-0000.jsonl", stall)
     out = tmp_path / "out"
-    assert _build([faulty.url("d-0000.jsonl")], out, "--encoder", "hf") == 0
+    assert _build([faulty.url("d-0000.jsonl")], out, "--encoder", "hf", "--tokenizer", tokenizer) == 0
     err = capsys.readouterr().err
     named = "below the floor of 4,096 bytes/s" if stall[0] == "trickle" else "stalled: no byte for 1 s"
     assert f"{faulty.url('d-0000.jsonl')}: stalled" in err and named in err
@@ -280,16 +290,6 @@ def test_a_stall_that_never_ends_stops_the_build_naming_it(faulty, tmp_path, cap
 
 
 # --- 5. a file that changes under a reconnect, without validators ----------------------------------
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory) -> str:
-    """A tokenizer trained on TEXTS: a build given it reads its input once, in the main pass."""
-    import tokenizer as tk
-
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    tk.save(tk.train_bpe(TEXTS, vocab_size=300), path)
-    return str(path)
-
 
 @pytest.mark.parametrize("same_size", [True, False])
 def test_a_file_that_changes_across_a_reconnect_is_read_again_whole_never_spliced(faulty, tmp_path, capsys,

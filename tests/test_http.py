@@ -7,7 +7,7 @@ import pytest
 
 from preprocess import http
 from preprocess.errors import DownloadFailed
-from preprocess.fetch import Fetcher
+from preprocess.fetch import RANGE_FIRST, Fetcher
 from preprocess.readers import BadInputFile, Record, probe, read_records, resolve_inputs
 from tests.conftest import EXPECTED, FAST_RETRY, FILES, JSONL
 
@@ -28,22 +28,23 @@ def test_streams_and_decompresses(url, name):
 def test_cut_connection_resumes_from_the_byte_where_it_broke(url, server, name):
     assert read_url(url(f"cut-once/{name}")) == EXPECTED  # every document exactly once, in order
     size = len(FILES[name])
-    # the first range (64 KiB) breaks half-way; the next request continues there, repeating the 4 KiB
-    # before it to check that the file is still the same; each range is as long as what was read before it
-    pos, want = min(size, 65536) // 2, ["bytes=0-65535"]
+    # the first range (16 KiB) breaks half-way; the next request continues there, repeating the byte before
+    # it (compared, with the ETag, to check that the file is still the same); each range is as long as
+    # what was read before it
+    pos, want = min(size, RANGE_FIRST) // 2, [f"bytes=0-{RANGE_FIRST - 1}"]
     while pos < size:
-        end = min(size, pos + max(65536, pos))
-        want.append(f"bytes={pos - 4096}-{end - 1}")
+        end = min(size, pos + max(RANGE_FIRST, pos))
+        want.append(f"bytes={pos - 1}-{end - 1}")
         pos = end
     assert server.log == [(f"/cut-once/{name}", r) for r in want]
-    assert len(want) == (2 if name == "docs.json.gz" else 4)
+    assert len(want) == (2 if name == "docs.json.gz" else 6)
 
 
 def test_server_ignoring_range_is_read_with_one_streamed_get_from_then_on(url, server):
     assert read_url(url("no-range/docs.json.gz")) == EXPECTED
     # the first range is answered with the whole file (200): from then on plain GETs, so the second
     # request (after the cut) asks for no range; what it re-sends is compared, not given twice
-    assert [r for _, r in server.log] == ["bytes=0-65535", None]
+    assert [r for _, r in server.log] == [f"bytes=0-{RANGE_FIRST - 1}", None]
 
 
 def test_always_cut_gives_up_after_the_attempts_and_keeps_what_arrived(url, server, tmp_path):
@@ -58,11 +59,11 @@ def test_always_cut_gives_up_after_the_attempts_and_keeps_what_arrived(url, serv
                         rf"connection closed at byte {half:,} of {size:,}\); the build is saved: run the same command "
                         rf"again when the server answers \(--network-patience waits longer\)", str(exc.value))
     # The first try stopped at the middle, and two more stopped there too: three failures at that byte.
-    assert [r for _, r in server.log] == ["bytes=0-65535"] + [f"bytes={half - 4096}-{size - 1}"] * 2
+    assert [r for _, r in server.log] == [f"bytes=0-{RANGE_FIRST - 1}"] + [f"bytes={half - 1}-{size - 1}"] * 2
     # what arrived is in the spool, for the next run to go on from
     [data] = (tmp_path / "spool").glob("*.data")
     assert data.read_bytes() == FILES["docs.json.gz"][:half]
-    assert fetch.downloaded == half + 2 * 4096  # the two retries repeated the 4 KiB before the break
+    assert fetch.downloaded == half + 2  # the two retries each repeated the byte before the break
 
 
 def test_404_names_url_and_status(url, server):
