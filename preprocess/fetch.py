@@ -107,12 +107,6 @@ class Fetcher:
                 meta.unlink(missing_ok=True)
                 meta.with_suffix(".data").unlink(missing_ok=True)
 
-    def spooled_bytes(self) -> int:
-        """Bytes the spool holds now (disk the build uses besides its output)."""
-        if self.spool is None or not self.spool.is_dir():
-            return 0
-        return sum(p.stat().st_size for p in self.spool.glob("*.data"))
-
     # -- reading -----------------------------------------------------------------------------------
 
     def range_file(self, url: str) -> http.RangeFile:

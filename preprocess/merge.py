@@ -158,7 +158,11 @@ def merge(part_dirs: list[str], out: str | os.PathLike, overwrite: bool = False)
         "split": first.get("split"),
         "repaired": {"lone_surrogates": sum(m.get("repaired", {}).get("lone_surrogates", 0) for _, m in parts)},
         "stopped_at_max_tokens": any(m.get("stopped_at_max_tokens") for _, m in parts),
+        "unverified_cut_files": [x for _, m in parts for x in m.get("unverified_cut_files", [])],
     }
+    downloads = [m.get("download") for _, m in parts]
+    if all(downloads):  # each part's own, so they add up
+        manifest["download"] = {k: sum(d[k] for d in downloads) for k in downloads[0]}
     try:
         shards.write_manifest(out, manifest)
     except shards.DiskFull as e:

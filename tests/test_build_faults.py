@@ -203,7 +203,8 @@ def test_an_empty_input_is_a_bad_input(tmp_path, name, data, capsys):
     texts = make_corpus(corpus, n_files=1, docs_per_file=20)
     (corpus / name).write_bytes(data)
     assert build(corpus, tmp_path / "out") == 2
-    assert "is empty" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is empty" in err and "complete copy" not in err  # not damage: no advice to copy it again
     assert build(corpus, tmp_path / "out", "--skip-bad-files") == 0
     m = shards.load_manifest(tmp_path / "out")
     assert [x["status"].split(":")[0] for x in m["inputs"] if x["path"].endswith(name)] == ["bad"]
@@ -245,6 +246,7 @@ def test_an_html_error_page_served_with_status_200_is_named_for_what_it_is(tmp_p
     assert main(["--input", static_server.url("c4-0000.json.gz"), "--out", str(tmp_path / "x"), *FAST]) == 2
     err = capsys.readouterr().err
     assert "the server sent an HTML page instead of gzip data" in err and "429 Too Many Requests" in err
+    assert "complete copy" not in err and "re-download" not in err
     # the same page saved to disk by a download tool
     local = tmp_path / "saved" / "c4-0000.json.gz"
     local.parent.mkdir()
@@ -291,7 +293,15 @@ def test_parquet_with_no_rows_is_empty(tmp_path, capsys):
     texts = make_corpus(corpus, n_files=1, docs_per_file=10)
     pq.write_table(pa.table({"text": pa.array([], pa.string())}), corpus / "none.parquet")
     assert build(corpus, tmp_path / "out") == 2
-    assert "is empty: it holds no rows" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is empty: it holds no rows" in err and "complete copy" not in err
+    # a missing column is not damage either: the message says which columns there are and what to pass
+    other = tmp_path / "other"
+    make_corpus(other, n_files=1, docs_per_file=10)
+    pq.write_table(pa.table({"content": ["a", "b"]}), other / "c.parquet")
+    assert build(other, tmp_path / "other-out") == 2
+    err = capsys.readouterr().err
+    assert "c.parquet: no column 'text' (columns: content); pass --text-field" in err and "complete copy" not in err
     assert build(corpus, tmp_path / "out", "--skip-bad-files") == 0
     assert_nothing_lost(tmp_path / "out", texts)
 

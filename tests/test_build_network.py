@@ -326,3 +326,36 @@ def test_a_head_that_misstates_the_size_does_not_reach_the_manifest(faulty, tmp_
     assert f"the plan has it as {size + 1000:,} bytes (from HTTP HEAD), and {size:,} were read" in \
         capsys.readouterr().err
     assert sum(decoded_documents(out)["train"].values()) + sum(decoded_documents(out)["val"].values()) == len(TEXTS)
+
+
+# --- the fetcher itself: one download shared by its readers ------------------------------------------
+
+def test_a_second_reader_continues_the_first_ones_spool_after_checking_it(faulty, tmp_path):
+    from preprocess import http
+    from preprocess.fetch import RANGE_FIRST, Fetcher
+
+    faulty.files["d-0000.jsonl"] = JSONL
+    u = faulty.url("d-0000.jsonl")
+    fetch = Fetcher(http.Retry(attempts=2, backoff_s=0.01), spool=tmp_path / "spool")
+    first = fetch.open(u, come_back=True)
+    assert len(next(first)) <= RANGE_FIRST
+    first.close()  # the rest of its range, already on its way, goes into the spool
+    assert fetch.downloaded == RANGE_FIRST
+    assert b"".join(fetch.open(u)) == JSONL
+    # the second reader checked the spool (one byte, If-Range on the strong ETag), gave it, then fetched
+    # only the rest, each later range repeating one byte to compare
+    gets = [rng for method, name, rng, _ in faulty.log if method == "GET"]
+    assert gets[:3] == [f"bytes=0-{RANGE_FIRST - 1}", f"bytes={RANGE_FIRST - 1}-{RANGE_FIRST - 1}",
+                        f"bytes={RANGE_FIRST - 1}-{2 * RANGE_FIRST - 1}"]
+    assert fetch.downloaded == len(JSONL) + len(gets) - 1
+    # a spool whose file has changed since (another ETag) is never given: the reader is told, and the next
+    # one reads the new version from its start
+    fetch.release(u)
+    first = fetch.open(u, come_back=True)
+    next(first)
+    first.close()
+    faulty.files["d-0000.jsonl"] = JSONL.replace(b"document", b"Document")  # the same size, another ETag
+    from preprocess.errors import ChangedInput
+    with pytest.raises(ChangedInput, match="the file changed on the server while it was read \\(its ETag was"):
+        next(fetch.open(u))
+    assert b"".join(fetch.open(u)) == faulty.files["d-0000.jsonl"]
