@@ -14,8 +14,12 @@ Cuts. Near a read's expected cut (its budget over its source's measured tokens p
 batches are made small (SMALL_CHUNK) and the decompressor is fed small pieces (SMALL_PIECE), so that
 what is read past the cut before the cut is known is little; the fetcher is told to expect the read to
 go to NEAR of that point (ranges straight there, then small ones), and a read to its end, the whole
-file. From NEAR on, each batch is preceded by ``WAIT``: the workers hand back what they hold before
-the next batch is read, so no more than one batch is read ahead of the decision. By default a cut read
+file. Where the batches are small (below WAIT_BELOW: from NEAR, within about 85 KB of the expected cut),
+each is preceded by ``WAIT``: the workers hand back what they hold before the next batch is read, so no
+more than one batch is read ahead of the decision. Past that band batches grow again and the workers
+run ahead as usual (an estimate off by a fifth must not make a fifth of a 2 GB file wait batch by
+batch): what they read past a cut lying out there is the batches in flight, at most 2 x workers + 1
+of them. By default a cut read
 stops there: the gzip member holding the cut is not read to its end, so its CRC is not checked, and
 the books record the file as not checksum-verified (over HTTPS, TLS has authenticated every byte and
 the inflater rejects a malformed stream; the CRC is what is left unchecked). With --verify-cut-files
@@ -48,6 +52,7 @@ SMALL_CHUNK = 4 << 10   # JSONL per batch next to a read's expected cut
 PIECE = 64 << 10        # bytes on disk the decompressor is fed at a time
 SMALL_PIECE = 4 << 10   # ... from NEAR of a read's expected cut on
 NEAR = 0.8              # of the expected cut: estimates of tokens per byte are good to about 10-20%
+WAIT_BELOW = 64 << 10   # batches smaller than this (near a cut) wait for the decisions on those before
 BATCH_CHARS = 1 << 20   # text per batch of records read here: large enough to amortise hand-offs
 BATCH_DOCS = 4096
 # decompressed bytes per byte on disk assumed when sizing batches near a cut (gzip and zstd of
@@ -154,11 +159,14 @@ class ReadPath:
         byte_end, line_end = byte_start, line_start
         size, piece, hint = self._sizes(k, inp, position)
         near = hint if k in self.expected_cut else None
+
+        def close_to_cut() -> bool:
+            return near is not None and position.raw >= near and size() < WAIT_BELOW
         chunks = readers.line_chunks(inp, size, byte_start, line_start, fetch=self.fetch, on_bytes=on_bytes,
                                      position=position, piece=piece, hint=hint)
         try:
             for chunk, newlines, verified in chunks:
-                if near is not None and position.raw >= near and k not in self._over:
+                if close_to_cut() and k not in self._over:
                     yield WAIT  # the decision on what is in flight comes before this batch is made
                 if k in self._over:
                     if k not in self._checking:
