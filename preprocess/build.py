@@ -7,20 +7,27 @@ consumed in submission order whatever the number of worker processes, so the sha
 byte-identical for any ``--workers``. Each document goes to val when the first 8 bytes of sha256(its
 id, or its text when it has none), read as a fraction of 2**64, are below ``--val-fraction``.
 
-Who does what: this process reads; for JSONL inputs it only decompresses and cuts whole lines, and
-the workers parse, encode and lay each batch out per split (parquet, txt and hf: records are read
-here). This process then hands the batches to the shard writers in order and keeps the books
-(``preprocess/main_pass.py``).
+Who does what: the read path (``preprocess/read_path.py``) reads, cuts each read into batches and
+decides where each read stops; for JSONL inputs this process only decompresses and cuts whole lines,
+and the workers parse, encode and lay each batch out per split (parquet, txt and hf: records are read
+here). The books (``preprocess/main_pass.py``) hand the kept documents to the shard writers in order
+and keep the counts. This module wires them together and runs the phases before them.
+
+Every URL is fetched once per build (``preprocess/fetch.py``): the tokenizer sample, the measurement
+of tokens per byte and the main pass read it through one Fetcher whose spool, in ``OUT/.build``, the
+main pass continues; a file's spool is deleted once the saved state is past it.
 
 Trust and resumption: a document is kept for good only once everything up to it has passed its
 checks (a gzip member's CRC sits at the member's end; plain JSON Lines, parquet and txt are trusted
-as read). At each such verified point where a shard was finished, ``OUT/.build/state.json`` is replaced
-atomically with the stream position (read index, records consumed from it, and for a JSONL input the
-decompressed bytes and lines they end at), the counters, the shard entries and the files holding
-both writers' unflushed buffers. A damaged member rolls the books back to the last verified point
-(the shards written since are deleted); a rerun re-reads the current input from its start, skips
-what was consumed and continues, and since the stream is deterministic it writes what an
-uninterrupted build would have written. ``manifest.json`` is written last, then ``.build`` removed.
+as read; a file cut at its budget is trusted without the CRC of the member holding the cut, unless
+--verify-cut-files). At each such verified point where a shard was finished, ``OUT/.build/state.json``
+is replaced atomically with the stream position (read index, records consumed from it, and for a
+JSONL input the decompressed bytes and lines they end at), the counters, the shard entries and the
+files holding both writers' unflushed buffers. A damaged member rolls the books back to the last
+verified point (the shards written since are deleted); a rerun re-reads the current input from its
+start (from the spool, for a URL), skips what was consumed and continues, and since the stream is
+deterministic it writes what an uninterrupted build would have written. ``manifest.json`` is written
+last, then ``.build`` removed.
 """
 from __future__ import annotations
 
@@ -38,11 +45,13 @@ import shards
 import tokenizer as tk
 from preprocess import plan as plans
 from preprocess import readers
-from preprocess.encode import Batch, EncoderCheck, Settings, encode_in_order
-from preprocess.errors import BadInputFile, BuildError
+from preprocess.encode import EncoderCheck, Settings, encode_in_order
+from preprocess.errors import BadInputFile, BuildError, DownloadFailed, InputError
+from preprocess.fetch import Fetcher, spool_dir
 from preprocess.main_pass import MainPass
 from preprocess.options import BuildOptions, differences, parse_part, select_part
 from preprocess.progress import Progress, print_summary, source_rows
+from preprocess.read_path import ReadPath
 from preprocess.state import (
     BuildState,
     clear_output,
@@ -53,15 +62,13 @@ from preprocess.state import (
     save_state,
 )
 
-BATCH_CHARS = 1 << 20  # text per encode batch: large enough to amortise hand-offs, small for memory
-CHUNK_BYTES = 1 << 20  # JSONL per batch, parsed by the worker that encodes it
-BATCH_DOCS = 4096
 # the fast engine must give HF's ids on the first documents before its output is used: this many, or
 # this much text (about 60k tokens; HF encodes them in about 0.1 s, while the first batches encode; the
-# property-based tests in tests/test_encoder_equivalence.py are the broader proof)
+# property-based tests in tests/test_encoder_equivalence.py are the broader proof). Each text is cut to
+# what is left of the budget, so a 50 MB first document costs what 256 KB of text does.
 ENCODER_SAMPLE_DOCS = 1000
 ENCODER_SAMPLE_BYTES = 1 << 18
-MAX_REPORTED_SKIPS = 5
+ENCODER_SAMPLE_READS = 8  # reads it is drawn from at most
 
 
 class _EngineRejected(Exception):
@@ -78,9 +85,9 @@ class Builder:
         self.out = Path(opts.out)
         # tqdm.write keeps messages from tearing the progress bar
         self.log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
-        self.reported_skips = 0
-        self.progress: Progress | None = None  # the encoding pass's bar, fed by the readers as they read
-        self.cut: set[int] = set()  # reads whose documents are no longer kept (their budget was reached)
+        self.retry = opts.retry()
+        # URLs are read through one Fetcher whose spool lives in OUT/.build (see preprocess/fetch.py)
+        self.fetch = Fetcher(self.retry, spool_dir(self.out), log=self.log)
 
     def note(self, msg: str) -> None:
         """What the build is doing (not shown with --quiet); ``log`` is for what the user must know."""
@@ -99,21 +106,22 @@ class Builder:
             self.note(f"no --input given: building on the built-in default corpus (Python's documentation) "
                       f"in {corpus}")
             return readers.resolve_inputs([str(corpus)]), {"source": "default corpus"}
+        # "cannot be opened" is exactly these: the input does not resolve, or its first files do not open;
+        # anything else is a bug and must not quietly turn into a build of the fallback
+        cannot_open = (InputError, BadInputFile, DownloadFailed)
         try:
             inputs = readers.resolve_inputs(list(o.inputs), o.input_list, note=self.log)
-            if not inputs:
-                raise ValueError(f"no input files in {o.input_list or o.inputs}")
             if o.fallback_input:
                 self._probe(inputs)
             return inputs, {"source": "input"}
-        except (BadInputFile, OSError, ValueError) as e:
+        except cannot_open as e:
             if not o.fallback_input:
                 raise BuildError(f"cannot read the input: {e}") from None
             self.log(f"the input cannot be opened ({e}); using --fallback-input {o.fallback_input}")
             try:
                 inputs = readers.resolve_inputs([o.fallback_input], note=self.log)
-                readers.probe(inputs[0], o.text_field)
-            except (BadInputFile, OSError, ValueError, IndexError) as e2:
+                readers.probe(inputs[0], o.text_field, self.retry)
+            except cannot_open as e2:
                 raise BuildError(f"neither the input ({e}) nor --fallback-input {o.fallback_input} ({e2}) "
                                  f"can be read") from None
             return inputs, {"source": "fallback", "fallback_input": o.fallback_input, "primary_error": str(e)}
@@ -124,9 +132,9 @@ class Builder:
         from the fallback."""
         for inp in inputs[:tries]:
             try:
-                readers.probe(inp, self.opts.text_field)
+                readers.probe(inp, self.opts.text_field, self.retry)
                 return
-            except BadInputFile as e:
+            except (BadInputFile, DownloadFailed) as e:
                 error = e
         raise error
 
@@ -136,8 +144,9 @@ class Builder:
         sampled = o.max_tokens is not None and not o.in_order
         t0 = time.perf_counter()
         try:
-            sized, bad = plans.with_sizes(inputs, required=sampled, skip_bad=o.skip_bad_files, log=self.log)
-        except BadInputFile as e:
+            sized, bad = plans.with_sizes(inputs, required=sampled, skip_bad=o.skip_bad_files, log=self.log,
+                                          retry=self.retry)
+        except (BadInputFile, DownloadFailed) as e:
             raise BuildError(f"cannot plan the build: {e}") from None
         if any(readers.is_url(x.path) for x in inputs):
             self.note(f"sized {sum(readers.is_url(x.path) for x in inputs):,} URLs with HEAD requests in "
@@ -155,7 +164,8 @@ class Builder:
         saved = plans.load(self.out) if (self.out / plans.PLAN_NAME).exists() else None
         if saved is not None and saved.fixed() == plan.fixed():
             plan = saved
-        print(plans.describe(plan, parse_part(self.opts.part) if self.opts.part else None))
+        print(plans.describe(plan, parse_part(self.opts.part) if self.opts.part else None,
+                             sample=self.opts.tokenizer is None))
 
     def reads(self, plan: plans.Plan) -> list[list]:
         """This build's reads: the plan's, or its ``--part``'s share (for a plain build, as before the
@@ -167,6 +177,10 @@ class Builder:
             reads = plan.part_reads(parse_part(o.part))
         else:
             reads = select_part(plan.part_reads(None), o.part)
+        if not reads and not plan.reads:
+            raise BuildError(f"the plan reads nothing: --max-tokens {o.max_tokens:,} gives no source a quota of even "
+                             f"one document ({len(plan.sources)} sources share it); give a larger --max-tokens"
+                             if o.max_tokens is not None else "the plan reads nothing: every input was left out")
         if not reads:
             raise BuildError(f"--part {o.part} selects none of the plan's {len(plan.reads)} reads; use fewer "
                              f"parts than files to read")
@@ -189,9 +203,10 @@ class Builder:
             self.note(f"training a {o.vocab_size:,}-token byte-level BPE on up to "
                       f"{o.tokenizer_sample_bytes / 1e6:,.3g} MB of text (--tokenizer-sample-bytes) drawn from "
                       f"{len(plan.sample)} sources in their shares")
-            texts = plans.sample_texts(plan, inputs, o.text_field, o.txt_blocks, lambda t: tk.repair_surrogates(t)[0])
-            tok = tk.train_bpe(texts, vocab_size=o.vocab_size, show_progress=not o.quiet and sys.stderr.isatty())
-            tk.save(tok, path)
+            def sample() -> Iterator[str]:
+                return plans.sample_texts(plan, inputs, o.text_field, o.txt_blocks,
+                                          lambda t: tk.repair_surrogates(t)[0], fetch=self.fetch)
+            train_tokenizer(sample, o.vocab_size, not o.quiet and sys.stderr.isatty(), path, self.fetch)
             self.note(f"tokenizer trained in {time.perf_counter() - t0:.1f} s -> {path}")
         # loaded and fingerprinted once, up front, when given: the copy has the same bytes
         loaded = self.given if o.tokenizer is not None else tk.read(path)
@@ -199,34 +214,47 @@ class Builder:
             raise BuildError(f"{path} is not the tokenizer this build started with; use --overwrite to rebuild")
         return loaded
 
-    def encoder_sample(self, inputs, reads) -> list[str]:
-        """The first documents of the first reads, up to ENCODER_SAMPLE_BYTES or ENCODER_SAMPLE_DOCS."""
+    def encoder_sample(self, plan, inputs, reads) -> list[str]:
+        """The first documents of the first reads (ENCODER_SAMPLE_READS at most, each as far as the main
+        pass is expected to read it), up to ENCODER_SAMPLE_BYTES of text in all, each text cut to what is
+        left of that, or ENCODER_SAMPLE_DOCS documents. From the reads' starts: the same texts whenever
+        it is taken (the state keeps the check's verdict from the first save on; before that, the reads'
+        starts are still in the spool)."""
+        o = self.opts
+        first = ReadPath(plan, inputs, reads, (0, 0), None, 0, 0, o.text_field, o.txt_blocks, False, self.fetch)
+        texts = first.first_texts(ENCODER_SAMPLE_READS)
         sample, size = [], 0
-        for i, _ in reads:
-            try:
-                for item in readers.read_records(inputs[i], self.opts.text_field, self.opts.txt_blocks,
-                                                 early_stop=True):
-                    if type(item) is readers.Record:
-                        sample.append(tk.repair_surrogates(item.text)[0])
-                        size += len(sample[-1].encode("utf-8"))
-                        if size >= ENCODER_SAMPLE_BYTES or len(sample) >= ENCODER_SAMPLE_DOCS:
-                            return sample
-            except BadInputFile:
-                pass
+        try:
+            for text in texts:
+                sample.append(_cut_utf8(tk.repair_surrogates(text)[0], ENCODER_SAMPLE_BYTES - size))
+                size += len(sample[-1].encode("utf-8"))
+                if size >= ENCODER_SAMPLE_BYTES or len(sample) >= ENCODER_SAMPLE_DOCS:
+                    break
+        finally:
+            texts.close()
         return sample
 
-    def start_encoder(self, loaded: tk.TokenizerFile, inputs, reads) -> tuple[tk.Encoder, EncoderCheck | None]:
+    def start_encoder(self, loaded: tk.TokenizerFile, plan, inputs, reads,
+                      state: BuildState) -> tuple[tk.Encoder, EncoderCheck | None]:
         """The encoder to start with and, for the fast engine, its equivalence check running in a thread.
 
         The check (HF's ids on a sample, about 0.1 s) overlaps the first batches; the main pass waits for
-        it before it takes the first batch's ids, so nothing is written with an engine that failed it.
+        it before it takes the first batch's ids, so nothing is written with an engine that failed it. Its
+        verdict is kept in the state: a resumed build goes on with the engine (and records the reason) the
+        build started with, as it goes on with its tokenizer.
         """
+        saved = state.encoder
+        if saved is not None and saved["asked"] == self.opts.encoder:
+            decided = (tk.candidate_encoder(loaded.tok, "tiktoken", loaded.spec) if saved["engine"] == "tiktoken"
+                       else tk.make_encoder(loaded.tok, "hf"))
+            decided.reason = saved["reason"]
+            return decided, None
         candidate = tk.candidate_encoder(loaded.tok, self.opts.encoder, loaded.spec)
         if candidate.engine != "tiktoken":
             self._log_encoder(candidate)
             return candidate, None
-        return candidate, EncoderCheck(lambda: tk.verify_encoder(candidate, loaded.tok,
-                                                                 self.encoder_sample(inputs, reads), self.opts.encoder))
+        sample = self.encoder_sample(plan, inputs, reads)  # read here, before the main pass opens its first read
+        return candidate, EncoderCheck(lambda: tk.verify_encoder(candidate, loaded.tok, sample, self.opts.encoder))
 
     def _log_encoder(self, enc: tk.Encoder) -> None:
         # falling back to the slower engine unasked is worth a warning; the rest is a note
@@ -244,20 +272,22 @@ class Builder:
         return encoder
 
     def measure(self, plan: plans.Plan, inputs, loaded: tk.TokenizerFile) -> None:
-        """Measure every source's tokens per byte (with HF's ids) and set the plan's quotas and reads."""
+        """Measure every source's tokens per byte (with HF's ids) and set the plan's quotas and reads;
+        then drop what the sample and the measurement fetched of files this build's main pass does not read."""
         t0 = time.perf_counter()
 
         hf = tk.make_encoder(loaded.tok, "hf")  # the reference ids, whichever engine the main pass uses
 
         def count(texts: list[str]) -> list[int]:
             return [len(ids) for ids in hf.encode_batch([tk.repair_surrogates(t)[0] for t in texts])]
-        rates = plans.measure(plan, inputs, count, self.opts.text_field, self.opts.txt_blocks)
+        rates = plans.measure(plan, inputs, count, self.opts.text_field, self.opts.txt_blocks, fetch=self.fetch)
         missing = [s.name for s in plan.sources if s.name not in rates]
         if missing:
             raise BuildError(f"no file of source {missing[0]} could be read to measure its tokens per byte; "
                              f"check its files (e.g. {inputs[plan.sources[0].files[0]].path})")
         plan.set_rates(rates)
-        self.note(f"measured {len(rates)} sources in {time.perf_counter() - t0:.1f} s\n{plans.describe(plan)}")
+        self.note(f"measured {len(rates)} sources in {time.perf_counter() - t0:.1f} s\n"
+                  f"{plans.describe(plan, parse_part(self.opts.part) if self.opts.part else None, sample=False)}")
 
     # -- the build -------------------------------------------------------------------------------
 
@@ -360,6 +390,9 @@ class Builder:
             return None
         inputs, source = self.resolve()
         plan, inputs = self.make_plan(inputs)
+        for line in plans.download_lines(plan.expected_download(o.tokenizer is None,
+                                                                parse_part(o.part) if o.part else None)):
+            self.note(line.strip())  # before any body is fetched
         state = found or BuildState.fresh(shaping, len(inputs))
         if found is not None:
             plan = self._resume_plan(plan, state)
@@ -375,7 +408,8 @@ class Builder:
             self.measure(plan, inputs, loaded)
             plans.save(self.out, plan)
         reads = self.reads(plan)
-        encoder, check = self.start_encoder(loaded, inputs, reads)
+        self.fetch.release_all_but({inputs[i].path for i, _ in reads})  # fetched for the sample only
+        encoder, check = self.start_encoder(loaded, plan, inputs, reads, state)
         if found is not None:
             k = state.position[0]
             self.log(f"resuming the build in {self.out}: {len(state.shards)} shards done, read "
@@ -416,74 +450,6 @@ class Builder:
 
     # -- the main pass ---------------------------------------------------------------------------
 
-    def batches(self, inputs, reads, start: int, skip: int, resume: list | None) -> Iterator[Batch]:
-        """The batches of every read from ``start`` on; ``skip`` items of read ``start`` were consumed
-        before an interruption (and ``resume``, [bytes, lines], says where they end in a JSONL input)."""
-        for k in range(start, len(reads)):
-            inp = inputs[reads[k][0]]
-            if inp.kind in readers.LINE_KINDS:
-                yield from self._chunk_batches(k, inp, *(resume or (0, 0)) if k == start else (0, 0))
-            else:
-                yield from self._item_batches(k, inp, skip if k == start else 0)
-
-    def _chunk_batches(self, k: int, inp, byte_start: int, line_start: int) -> Iterator[Batch]:
-        """A JSONL input as raw line chunks. Once the read is cut, its chunks are no longer kept: it is
-        read on only to the end of the member holding the cut (whose check makes the cut's documents
-        trustworthy), then a ``drained`` batch says so."""
-        on_bytes = (lambda n: self.progress.read_bytes(k, n)) if self.progress else None
-        byte_end, line_end = byte_start, line_start
-        chunks = readers.line_chunks(inp, CHUNK_BYTES, byte_start, line_start, on_bytes=on_bytes)
-        try:
-            for chunk, newlines, verified in chunks:
-                if k in self.cut:
-                    if verified:
-                        yield Batch(k, drained=True)
-                        return
-                    continue
-                byte_end += len(chunk)
-                yield Batch(k, raw=chunk, first_line=line_end, byte_end=byte_end, line_end=line_end + newlines,
-                            verified=verified)
-                line_end += newlines
-        except BadInputFile as e:
-            yield Batch(k, bad=e, byte_end=byte_end, line_end=line_end, verified=False)
-            return
-        finally:
-            chunks.close()
-        yield Batch(k, drained=True) if k in self.cut else Batch(k, done=True, byte_end=byte_end, line_end=line_end)
-
-    def _item_batches(self, k: int, inp, skip: int) -> Iterator[Batch]:
-        """Parquet, txt and hf: inputs: records read here, in batches of about BATCH_CHARS of text."""
-        on_bytes = (lambda n: self.progress.read_bytes(k, n)) if self.progress else None
-        batch, chars, n = Batch(k, items=[]), 0, 0
-        try:
-            for item in readers.read_records(inp, self.opts.text_field, self.opts.txt_blocks, on_bytes=on_bytes):
-                n += 1
-                if n <= skip:
-                    continue
-                batch.items.append(item)
-                if type(item) is readers.Record:
-                    chars += len(item.text)
-                    if chars >= BATCH_CHARS or len(batch.items) >= BATCH_DOCS:
-                        yield batch
-                        if k in self.cut:
-                            return
-                        batch, chars = Batch(k, items=[]), 0
-        except BadInputFile as e:
-            if batch.items:
-                yield batch  # the records before the damage: parquet and txt are trusted as read
-            yield Batch(k, bad=e, verified=False)
-            return
-        yield batch
-        if k not in self.cut:
-            yield Batch(k, done=True)
-
-    def _report_skip(self, inp, item) -> None:
-        if self.reported_skips < MAX_REPORTED_SKIPS:
-            self.log(f"skipped {inp.path}:{item.line}: {item.reason} ({item.detail})")
-        elif self.reported_skips == MAX_REPORTED_SKIPS:
-            self.log("further skipped records are only counted (see the manifest's \"skipped\")")
-        self.reported_skips += 1
-
     def encode_all(self, plan, inputs, reads, source, state: BuildState, tok, encoder, dtype,
                    check: EncoderCheck | None = None) -> dict:
         o, t0 = self.opts, time.perf_counter()
@@ -492,18 +458,29 @@ class Builder:
                    for s in shards.SPLITS}
         for split, (toks, offs) in state.load_pending(self.out).items():
             writers[split].restore(toks, offs)
-        self.cut = set()
-        progress = self.progress = Progress([inputs[i] for i, _ in reads], state, disable=o.quiet)
-        books = MainPass(self, plan, inputs, reads, state, writers)
+        progress = Progress([inputs[i] for i, _ in reads], state, disable=o.quiet)
+        start = state.position
+        current = state.input_stats[reads[start[0]][0]]["tokens"] if start[0] < len(reads) else 0
+        read_path = ReadPath(plan, inputs, reads, start, state.resume, kept=current, total=state.total_tokens(),
+                             text_field=o.text_field, txt_blocks=o.txt_blocks, verify_cut_files=o.verify_cut_files,
+                             fetch=self.fetch, on_bytes=progress.read_bytes, stopped=state.stopped)
+        sampled = plan.sample_inputs() if o.tokenizer is None else set()
+        books = MainPass(self.out, plan, inputs, reads, state, writers, progress, self.log, o.skip_bad_files, sampled)
+        released = 0  # reads before this one have had their spools deleted
         try:
-            start, skip = state.position
-            batches = self.batches(inputs, reads, start, skip, state.resume) if not state.stopped else iter(())
+            batches = read_path.batches()
             settings = Settings(encoder, o.val_fraction, shards.numpy_dtype(dtype), eot, o.text_field)
-            for batch, enc in encode_in_order(batches, settings, o.workers):
-                if check is not None:  # before the first batch changes anything
+            if check is None:
+                state.encoder = _verdict(o.encoder, encoder)
+            for piece in read_path.pieces(encode_in_order(batches, settings, o.workers)):
+                if check is not None:  # before the first piece changes anything
                     encoder, check = self._checked(encoder, check), None
-                if books.take(batch, enc):
+                    state.encoder = _verdict(o.encoder, encoder)
+                if books.take(piece):
                     break
+                for k in range(released, books.saved_through):  # what the state on disk is past
+                    self.fetch.release(inputs[reads[k][0]].path)
+                released = max(released, books.saved_through)
         finally:
             progress.close()
         if check is not None:  # no batch was taken (a resumed build already at --max-tokens)
@@ -523,7 +500,7 @@ class Builder:
         shutil.rmtree(self.out / shards.BUILD_DIR, ignore_errors=True)
         if not o.quiet:
             print_summary(self.out, manifest, time.perf_counter() - t0, progress.tokens - progress.start_tokens,
-                          books.text_bytes, time.perf_counter() - self.t_start)
+                          books.text_bytes, time.perf_counter() - self.t_start, downloaded=self.fetch.downloaded)
         return manifest
 
     def _final_statuses(self, plan, reads, state: BuildState) -> None:
@@ -565,7 +542,10 @@ class Builder:
             "tokenizer_sha256": state.tokenizer_sha256,
             "shards": entries,
             "totals": state.totals,
-            "inputs": [{"path": inputs[i].path, "kind": inputs[i].kind, "size": inputs[i].size,
+            # a file read to its end records the bytes it had, which a server's HEAD may have misstated
+            "inputs": [{"path": inputs[i].path, "kind": inputs[i].kind,
+                        "size": state.input_stats[i]["read_bytes"] if state.input_stats[i].get("status") == "ok"
+                        and state.input_stats[i].get("read_bytes") else inputs[i].size,
                         "source": owner.get(i), **state.input_stats[i]} for i in listed],
             "skipped": dict(sorted(state.skipped.items())),
             "options": state.options,
@@ -580,7 +560,20 @@ class Builder:
             "separator": "one eot_id before every document; .idx holds each separator's offset",
             "repaired": {"lone_surrogates": state.repaired},
             "stopped_at_max_tokens": state.stopped,
+            "unverified_cut_files": [inputs[i].path for i in listed if state.input_stats[i].get("checksum") == "cut"],
+            "download": self._download_record(plan, inputs, listed, state),
         }
+
+    def _download_record(self, plan, inputs, listed, state) -> dict:
+        """What the manifest says of the URLs' bytes: what the plan expected this build to download
+        (by the measured rates; the tokenizer sample's part when this build trained its tokenizer) and
+        the bytes on disk it read of them. Both are the same in every run of the same build; what a run
+        downloaded (retries and read-ahead included, so it varies) is in the summary it prints."""
+        d = plan.expected_download(self.opts.tokenizer is None, parse_part(self.opts.part) if self.opts.part else None)
+        return {"expected_bytes": d["kept"] + d["overhead"], "expected_kept_bytes": d["kept"],
+                "read_bytes": sum(state.input_stats[i].get("read_bytes", 0) for i in listed
+                                  if readers.is_url(inputs[i].path)),
+                "verify_cut_files_bytes": d["verify_cut_files"]}
 
     def tokenizer_only(self) -> None:
         path = self.out / shards.TOKENIZER_NAME
@@ -591,7 +584,71 @@ class Builder:
         inputs, _ = self.resolve()
         plan, inputs = self.make_plan(inputs)  # one tokenizer for all parts: the sample of the whole plan
         self.prepare_tokenizer(plan, inputs, None)
+        # what the sample fetched is not read again here (each part fetches its own reads)
+        shutil.rmtree(spool_dir(self.out), ignore_errors=True)
+        if (self.out / shards.BUILD_DIR).is_dir() and not any((self.out / shards.BUILD_DIR).iterdir()):
+            (self.out / shards.BUILD_DIR).rmdir()
         self.note(f"wrote {path}; build each part with --tokenizer {path}")
+
+
+def _verdict(asked: str, encoder: tk.Encoder) -> dict:
+    """The encoder a build goes on with, as its state keeps it."""
+    return {"asked": asked, "engine": encoder.engine, "reason": encoder.reason}
+
+
+def _cut_utf8(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8, at a character boundary."""
+    if len(text) * 4 <= limit:
+        return text
+    return text[:limit].encode("utf-8")[:limit].decode("utf-8", "ignore")
+
+
+def train_tokenizer(sample, vocab_size: int, show_progress: bool, path: Path, fetch: Fetcher) -> None:
+    """Train a byte-level BPE on ``sample()`` and save it to ``path``, in a child process, so that Ctrl-C
+    stops the build at once: the trainer works in native code, where an interrupt only takes effect
+    when it is done, which on the default 1 GB sample is many minutes. On Ctrl-C the child is killed
+    and nothing is saved: the rerun trains again, its sample read from the spool, not fetched again.
+    An error of the child (a URL that does not answer) is raised here as the build's own. Where fork
+    is not available, the training runs here and an interrupt waits for it."""
+    import multiprocessing
+    import signal
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        tk.save(tk.train_bpe(sample(), vocab_size=vocab_size, show_progress=show_progress), path)
+        return
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+
+    def child() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the build's process handles Ctrl-C, by killing this one
+        before = fetch.downloaded
+        try:
+            tk.save(tk.train_bpe(sample(), vocab_size=vocab_size, show_progress=show_progress), path)
+            send.send((None, fetch.downloaded - before))
+        except (shards.PipelineError, tk.TokenizerError) as e:  # what the user can act on, said as it is
+            send.send((str(e), fetch.downloaded - before))
+        except BaseException as e:  # a bug: its type and message, for the traceback raised below
+            send.send((RuntimeError(f"{type(e).__name__}: {e}"), fetch.downloaded - before))
+
+    proc = context.Process(target=child, name="tokenizer-training", daemon=True)
+    proc.start()
+    send.close()
+    try:
+        while not receive.poll(0.2):
+            if not proc.is_alive():
+                raise BuildError(f"training the tokenizer stopped: its process ended with code {proc.exitcode} "
+                                 f"(out of memory? A smaller --tokenizer-sample-bytes needs less)")
+        error, downloaded = receive.recv()
+    except KeyboardInterrupt:
+        proc.kill()
+        proc.join()
+        raise
+    proc.join()
+    fetch.downloaded += downloaded
+    if isinstance(error, RuntimeError):
+        raise error
+    if error is not None:
+        raise BuildError(error)
 
 
 def build(opts: BuildOptions) -> dict | None:

@@ -87,6 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when an input file is truncated or corrupt, keep the records read before the damage, "
                         "record the file as bad in the manifest and go on (default: stop with an error; "
                         "rerunning with this flag then resumes)")
+    n = p.add_argument_group("the network (http(s) inputs)")
+    n.add_argument("--network-patience", type=float, default=600.0, metavar="SECONDS",
+                   help="how long a URL may give no byte, through retries that back off up to a minute and "
+                        "honour Retry-After, before the build stops with an error; the same command then goes on "
+                        "where it stopped (default: 600)")
+    n.add_argument("--network-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="a connection that gives no byte for this long, or less than 4 KB/s over this long, is "
+                        "stalled: it is named and retried (default: 60)")
+    n.add_argument("--verify-cut-files", action="store_true",
+                   help="read each file cut at its token budget on to the end of its gzip member, so its checksum "
+                        "is checked (--plan says how many bytes that costs; default: a cut file is read only as "
+                        "far as the build keeps, and the manifest lists it as not checksum-verified)")
     s = p.add_argument_group("the plan: what is read")
     s.add_argument("--plan", action="store_true", dest="show_plan",
                    help="print the plan (sources, files, bytes, estimated tokens, shares, quotas) and stop; "

@@ -26,6 +26,17 @@ import tokenizer as tk
 from preprocess import readers
 
 
+class _Wait:
+    def __repr__(self) -> str:
+        return "WAIT"
+
+
+# Given among the batches: encode nothing ahead of the batches given so far (hand them all back first).
+# A reader close to where it may stop gives it before each batch, so that it reads no further ahead of
+# the decision than one batch.
+WAIT = _Wait()
+
+
 @dataclass(frozen=True)
 class Settings:
     """What every worker needs to parse and encode, set once per build."""
@@ -42,8 +53,9 @@ class Batch:
 
     ``raw``: whole JSONL lines (:func:`readers.line_chunks`), parsed by the worker, the first being
     line ``first_line + 1``; ``byte_end`` and ``line_end`` place the batch's end in the decompressed
-    input. ``items``: records and skips read in this process. ``verified``: everything of the input
-    up to this batch's end has passed its checks (a gzip member's CRC), so it may be kept.
+    input, ``raw_end`` in its bytes on disk (those read when the batch was cut). ``items``: records
+    and skips read in this process. ``verified``: everything of the input up to this batch's end has
+    passed its checks (a gzip member's CRC), so it may be kept.
     """
     read: int
     raw: bytes | None = None
@@ -51,10 +63,12 @@ class Batch:
     items: list | None = None
     byte_end: int = 0
     line_end: int = 0
+    raw_end: int = 0
     verified: bool = True
     done: bool = False        # the input was read to its end
-    bad: str | None = None    # the input failed: the problem
-    drained: bool = False     # a cut input, read on only to check the member holding the cut
+    bad: Exception | None = None  # the input failed: BadInputFile (or DownloadFailed: the network)
+    restart: bool = False     # with ``bad``: the URL changed on the server; the read starts again from byte 0
+    drained: bool = False     # a cut input, read on to the end of the member holding the cut, which passed
 
 
 @dataclass
@@ -159,9 +173,12 @@ def _work(b: Batch) -> tuple | None:
 
 def encode_in_order(batches: Iterable[Batch], settings: Settings, workers: int) -> Iterator[tuple[Batch, Encoded]]:
     """``(batch, encoded)`` in order. With one worker all in this process; with more, ``workers``
-    processes parse and encode while this one reads and writes, up to 2*workers+1 batches in flight."""
+    processes parse and encode while this one reads and writes, up to 2*workers+1 batches in flight
+    (fewer after a WAIT)."""
     if workers <= 1:
         for b in batches:
+            if b is WAIT:
+                continue
             work = _work(b)
             yield b, encode_batch(settings, *work) if work else _empty(settings)
         return
@@ -175,6 +192,11 @@ def encode_in_order(batches: Iterable[Batch], settings: Settings, workers: int) 
     try:
         inflight: deque = deque()
         for b in batches:
+            if b is WAIT:
+                while inflight:
+                    item, fut = inflight.popleft()
+                    yield item, fut.result() if fut is not None else _empty(settings)
+                continue
             work = _work(b)
             inflight.append((b, ex.submit(_in_worker, *work) if work else None))  # no round trip without work
             if len(inflight) > 2 * workers:

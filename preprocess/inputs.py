@@ -1,11 +1,14 @@
 """Resolving inputs: what the user typed (files, directories, globs, URLs, ``hf:`` specs, an input
-list) as a deterministic list of :class:`InputFile`, regular files only."""
+list) as a deterministic list of :class:`InputFile`, regular files only. What cannot be resolved
+raises ``InputError``, naming the spec and where it was given."""
 from __future__ import annotations
 
 import glob
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from preprocess.errors import InputError
 
 # Longest suffix first: ".jsonl.gz" must win over ".gz".
 _KINDS = (
@@ -44,7 +47,7 @@ def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
     """``hf:NAME[:CONFIG][:SPLIT]`` -> (name, config or None, split, default "train")."""
     parts = spec[len(HF_PREFIX):].split(":")
     if not parts[0] or len(parts) > 3:
-        raise ValueError(f"--input {spec}: expected hf:NAME[:CONFIG][:SPLIT], e.g. hf:allenai/c4:en:train")
+        raise InputError(f"--input {spec}: expected hf:NAME[:CONFIG][:SPLIT], e.g. hf:allenai/c4:en:train")
     name = parts[0]
     config = parts[1] if len(parts) > 1 and parts[1] else None
     split = parts[2] if len(parts) > 2 and parts[2] else "train"
@@ -85,9 +88,9 @@ def _read_input_list(path: str) -> list[tuple[str, str]]:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except OSError as e:
-        raise ValueError(f"--input-list {path}: cannot read it ({e.strerror}); check the path") from None
+        raise InputError(f"--input-list {path}: cannot read it ({e.strerror}); check the path") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"--input-list {path}: not UTF-8 text ({e.reason} at byte {e.start}); "
+        raise InputError(f"--input-list {path}: not UTF-8 text ({e.reason} at byte {e.start}); "
                          f"it should hold one path or URL per line") from None
     entries = []
     for n, line in enumerate(lines, 1):
@@ -95,7 +98,7 @@ def _read_input_list(path: str) -> list[tuple[str, str]]:
         if line and not line.startswith("#"):
             entries.append((line, f"--input-list {path} line {n}"))
     if not entries:
-        raise ValueError(f"--input-list {path}: no paths or URLs in it (blank lines and # comments are ignored)")
+        raise InputError(f"--input-list {path}: no paths or URLs in it (blank lines and # comments are ignored)")
     return entries
 
 
@@ -106,25 +109,25 @@ def _resolve_one(spec: str, where: str, note: Callable[[str], None]) -> list[Inp
     if is_url(spec):
         kind = kind_of(spec)
         if kind is None:
-            raise ValueError(f"{where}: {spec}: unknown file type; a URL must end in one of "
+            raise InputError(f"{where}: {spec}: unknown file type; a URL must end in one of "
                              f"{', '.join(KNOWN_SUFFIXES)}")
         return [InputFile(spec, kind, None)]
     if os.path.isdir(spec):
         if _is_output_dir(spec):
-            raise ValueError(f"{where}: {spec} is a dataset or run directory written by this project, not a "
+            raise InputError(f"{where}: {spec} is a dataset or run directory written by this project, not a "
                              f"corpus; give the directory of the input files")
         files = _walk(spec, note)
         if not files:
-            raise ValueError(f"{where}: directory {spec} holds no input files (looked recursively for "
+            raise InputError(f"{where}: directory {spec} holds no input files (looked recursively for "
                              f"{', '.join(KNOWN_SUFFIXES)})")
         return [_local(p) for p in files]
     if os.path.exists(spec):
         if kind_of(spec) is None:
-            raise ValueError(f"{where}: {spec}: unknown file type; expected a name ending in "
+            raise InputError(f"{where}: {spec}: unknown file type; expected a name ending in "
                              f"{', '.join(KNOWN_SUFFIXES)} (or a directory, glob, URL or hf: spec)")
         special = _not_regular(spec)
         if special:
-            raise ValueError(f"{where}: {spec} is {special}, not a regular file; only regular files are read "
+            raise InputError(f"{where}: {spec} is {special}, not a regular file; only regular files are read "
                              f"(copy the data into a file first)")
         return [_local(spec)]
     if glob.has_magic(spec):
@@ -141,10 +144,10 @@ def _resolve_one(spec: str, where: str, note: Callable[[str], None]) -> list[Inp
                     files.append(m)
         if not files:
             what = f"{len(matches)} paths, none of them input files" if matches else "nothing"
-            raise ValueError(f"{where}: pattern {spec!r} matched {what}; input files end in "
+            raise InputError(f"{where}: pattern {spec!r} matched {what}; input files end in "
                              f"{', '.join(KNOWN_SUFFIXES)}")
         return [_local(p) for p in files]
-    raise ValueError(f"{where}: {spec}: no such file or directory; check the path (or quote a glob pattern)")
+    raise InputError(f"{where}: {spec}: no such file or directory; check the path (or quote a glob pattern)")
 
 
 def _walk(top: str, note: Callable[[str], None]) -> list[str]:

@@ -11,6 +11,7 @@ holds exactly the documents a single-machine build of the same plan would (in an
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
 import sys
@@ -75,8 +76,26 @@ def _place(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:  # another filesystem, or no hard links there
         tmp = dst.with_name(f".{dst.name}.copy")
-        shutil.copyfile(src, tmp)
+        try:
+            shutil.copyfile(src, tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         tmp.replace(dst)
+
+
+def _place_all(placements: list[tuple[Path, Path]], out: Path) -> None:
+    """Hard-link (or copy) each (part file, merged file); a full disk names the file, the space the rest
+    of the merge needs and what is free, and leaves the parts as they were."""
+    for k, (src, dst) in enumerate(placements):
+        try:
+            _place(src, dst)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            needed = sum(s.stat().st_size for s, _ in placements[k:])
+            raise MergeError(f"{shards.DiskFull(dst, needed)}. The parts are untouched and {out} holds no dataset "
+                             f"yet: free space there, or give another --out, and run the same merge again") from None
 
 
 def merge(part_dirs: list[str], out: str | os.PathLike, overwrite: bool = False) -> dict:
@@ -90,18 +109,19 @@ def merge(part_dirs: list[str], out: str | os.PathLike, overwrite: bool = False)
     out.mkdir(parents=True, exist_ok=True)
     clear_output(out)
     first_dir, first = parts[0]
-    _place(first_dir / shards.TOKENIZER_NAME, out / shards.TOKENIZER_NAME)
+    placements = [(first_dir / shards.TOKENIZER_NAME, out / shards.TOKENIZER_NAME)]
     if (first_dir / PLAN_NAME).exists():
-        _place(first_dir / PLAN_NAME, out / PLAN_NAME)
+        placements.append((first_dir / PLAN_NAME, out / PLAN_NAME))
     entries, next_index = [], {s: 0 for s in shards.SPLITS}
     for split in shards.SPLITS:
         for d, m in parts:
             for e in shards.split_shards(m, split):
                 name = shards.shard_file_name(split, next_index[split])
                 next_index[split] += 1
-                _place(d / shards.index_file_name(e["file"]), out / shards.index_file_name(name))
-                _place(d / e["file"], out / name)
+                placements.append((d / shards.index_file_name(e["file"]), out / shards.index_file_name(name)))
+                placements.append((d / e["file"], out / name))
                 entries.append({**e, "file": name})
+    _place_all(placements, out)
     totals = {s: {k: sum(m["totals"][s][k] for _, m in parts) for k in ("tokens", "documents")}
               for s in shards.SPLITS}
     skipped: dict[str, int] = {}
@@ -138,8 +158,16 @@ def merge(part_dirs: list[str], out: str | os.PathLike, overwrite: bool = False)
         "split": first.get("split"),
         "repaired": {"lone_surrogates": sum(m.get("repaired", {}).get("lone_surrogates", 0) for _, m in parts)},
         "stopped_at_max_tokens": any(m.get("stopped_at_max_tokens") for _, m in parts),
+        "unverified_cut_files": [x for _, m in parts for x in m.get("unverified_cut_files", [])],
     }
-    shards.write_manifest(out, manifest)
+    downloads = [m.get("download") for _, m in parts]
+    if all(downloads):  # each part's own, so they add up
+        manifest["download"] = {k: sum(d[k] for d in downloads) for k in downloads[0]}
+    try:
+        shards.write_manifest(out, manifest)
+    except shards.DiskFull as e:
+        raise MergeError(f"{e}. The parts are untouched and {out} holds no dataset yet: free space there, or give "
+                         f"another --out, and run the same merge again") from None
     return manifest
 
 

@@ -2,8 +2,9 @@
 
 The build compares the output-shaping options with those a directory was built (or partly built)
 with, to resume, to say a dataset is up to date, or to refuse a mismatch; ``merge`` compares them
-across parts. Options that only change speed or chatter (``workers``, ``quiet``, ``encoder``: every
-engine gives HF's ids or is not used) are left out, so the output is the same whatever they are.
+across parts. Options that only change speed, chatter or patience (``workers``, ``quiet``,
+``encoder``: every engine gives HF's ids or is not used; ``network_patience``, ``network_timeout``)
+are left out, so the output is the same whatever they are.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ DEFAULT_VAL_FRACTION = 0.005
 RESUME_NEUTRAL = ("skip_bad_files",)
 
 
-class OptionError(PipelineError, ValueError):
+class OptionError(PipelineError):
     """A command-line value that cannot be used; the message says what is expected."""
 
 
@@ -58,6 +59,9 @@ class BuildOptions:
     dtype: str = "uint16"
     part: str | None = None
     skip_bad_files: bool = False
+    verify_cut_files: bool = False     # read each file cut at its budget on to the end of its gzip member
+    network_patience: float = 600.0    # seconds a URL may give no byte, through retries, before the build stops
+    network_timeout: float = 60.0      # seconds without a byte (or below the rate floor) that make a stall
     overwrite: bool = False
     quiet: bool = False
     tokenizer_only: bool = False
@@ -82,11 +86,22 @@ class BuildOptions:
             raise OptionError("--mix needs --max-tokens: its shares are shares of it")
         if self.mix is not None and self.in_order:
             raise OptionError("--mix and --in-order exclude each other: --in-order reads the inputs in the order given")
+        if not self.network_patience > 0 or not self.network_timeout > 0:
+            raise OptionError(f"--network-patience and --network-timeout are seconds > 0, got "
+                              f"{self.network_patience:g} and {self.network_timeout:g}")
+
+    def retry(self):
+        """The patience of this build's HTTP requests (``preprocess.http.Retry``)."""
+        from preprocess.http import Retry
+        backoff = min(1.0, self.network_patience / 20)  # a few tries even within a short patience
+        return Retry(patience_s=self.network_patience, timeout_s=self.network_timeout, backoff_s=backoff,
+                     max_backoff_s=min(60.0, max(backoff, self.network_patience / 10)))
 
     def shaping(self) -> dict:
         """The options that shape the output, as recorded in the manifest's ``options``."""
         d = asdict(self)
-        for key in ("out", "workers", "quiet", "overwrite", "encoder", "tokenizer_only", "show_plan"):
+        for key in ("out", "workers", "quiet", "overwrite", "encoder", "tokenizer_only", "show_plan",
+                    "network_patience", "network_timeout"):
             d.pop(key)
         # --tokenizer is identified by the file's fingerprint, recorded beside it in the manifest;
         # the vocabulary size then comes from the file, so the requested one does not matter.

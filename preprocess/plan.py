@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -43,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from preprocess import http, readers
-from preprocess.errors import BadInputFile, CorruptStream
+from preprocess.errors import BadInputFile, CorruptStream, DownloadFailed
 from preprocess.progress import aligned
 from shards import PipelineError
 
@@ -55,6 +56,14 @@ MEASURE_BYTES = 4 << 20
 MEASURE_MIN = 16 << 10
 MEASURE_SHARE = 0.01
 SAMPLE_FILES = 8  # files of each source the tokenizer sample is spread over at most (more when they are short)
+# Bytes of document text per byte on disk assumed to estimate what the tokenizer sample reads (gzip and
+# zstd shrink Dolma-style JSON about 3x; JSON Lines carry ~15% of fields besides the text).
+TEXT_PER_DISK_BYTE = {"jsonl": 0.87, "jsonl.gz": 3.0, "jsonl.zst": 3.2, "parquet": 2.5, "txt": 1.0}
+# What a cut file is expected to be read past its cut, in bytes on disk: the last range request (they
+# double from 16 KiB past 80% of the expected cut, preprocess/fetch.py and read_path.py) and the one
+# batch read ahead of the decision; an allowance of 16 KiB plus a tenth of the cut's bytes.
+READ_AHEAD = 16 << 10
+READ_AHEAD_SHARE = 0.1
 # Tokens per byte on disk assumed before a source is measured (a 32k byte-level BPE on English web text:
 # about 4.2 bytes of text per token; Dolma-style JSON adds ~15%; gzip and zstd shrink it about 3.5x).
 PRIOR_TOKENS_PER_BYTE = {"jsonl": 0.21, "jsonl.gz": 0.72, "jsonl.zst": 0.76, "parquet": 0.6, "txt": 0.24}
@@ -62,7 +71,7 @@ PRIOR_TOKENS_PER_BYTE = {"jsonl": 0.21, "jsonl.gz": 0.72, "jsonl.zst": 0.76, "pa
 _SHARD_NUMBER = re.compile(r"[-_.]?\d+$")
 
 
-class PlanError(PipelineError, ValueError):
+class PlanError(PipelineError):
     """Options or inputs that cannot be planned; the message says what to do."""
 
 
@@ -145,8 +154,10 @@ def parse_mix(text: str | None) -> dict[str, float] | None:
 def with_sizes(inputs: list[readers.InputFile], required: bool, skip_bad: bool,
                log: Callable[[str], None], retry: http.Retry | None = None,
                ) -> tuple[list[readers.InputFile], dict[int, str]]:
-    """The inputs with the size of every URL (HEAD requests, many at once) filled in, and the URLs that
-    could not be opened (index -> error) when ``skip_bad`` (else the first such error is raised).
+    """The inputs with the size of every URL (HEAD requests, many at once) filled in, and the URLs the
+    server refused (404, 403...: index -> error) when ``skip_bad`` (else the first such error is raised).
+    A URL that did not answer within the network patience is never passed over: its DownloadFailed is
+    raised, and the next run asks again.
 
     ``required``: a URL that opens but whose size the server does not say is an error (a sampled
     plan needs every size); otherwise its size stays None."""
@@ -154,6 +165,12 @@ def with_sizes(inputs: list[readers.InputFile], required: bool, skip_bad: bool,
     if not urls:
         return inputs, {}
     sizes = http.head_sizes([inputs[i].path for i in urls], retry=retry)
+    failed = [r for r in sizes if isinstance(r, DownloadFailed)]
+    if failed:
+        raise DownloadFailed(failed[0].path, failed[0].problem + (f" ({len(failed) - 1} more URLs failed so)"
+                                                                  if len(failed) > 1 else ""),
+                             "the plan needs every file's size: run the same command again when the server "
+                             "answers (--network-patience waits longer)")
     out, bad = list(inputs), {}
     for i, result in zip(urls, sizes, strict=True):
         if isinstance(result, BadInputFile):
@@ -223,7 +240,9 @@ class Plan:
         sources = []
         for name, files in by_name.items():
             order = list(files)
-            random.Random(f"{seed}:{name}").shuffle(order)
+            # seeded with bytes: a file name that is not UTF-8 (its undecodable bytes kept as surrogates by
+            # the file system layer) seeds as its bytes, and every other name exactly as its str would
+            random.Random(f"{seed}:{name}".encode("utf-8", "surrogateescape")).shuffle(order)
             sizes = [inputs[i].size for i in files]
             sources.append(Source(name, order, None if None in sizes else sum(sizes)))
         if mix is not None:
@@ -292,11 +311,15 @@ class Plan:
     def set_rates(self, rates: dict[str, tuple[float, int]]) -> None:
         """Set the measured tokens per byte of every source; the quotas and the reads follow."""
         self._estimate(rates)
-        if not self.sampled:
-            return
+        if self.sampled:
+            self.reads = self._choose_reads()
+
+    def _choose_reads(self) -> list[list]:
+        """A sampled plan's reads by the current estimates (measured rates, or before the measurement the
+        priors: what the plan expects to read before any body is fetched)."""
         chosen = []  # (position key, source rank, input index, budget)
         for rank, s in enumerate(self.sources):
-            rate, used, quota = s.tokens_per_byte, 0.0, s.quota or 0
+            rate, used, quota = self._rate(s), 0.0, s.quota or 0
             for i in s.files:
                 if used >= quota:
                     break
@@ -308,7 +331,7 @@ class Plan:
                 chosen.append((key, rank, i, budget))
                 used += est
         chosen.sort()
-        self.reads = [[i, budget] for _, _, i, budget in chosen]
+        return [[i, budget] for _, _, i, budget in chosen]
 
     # -- reading the plan ------------------------------------------------------------------------------
 
@@ -321,6 +344,68 @@ class Plan:
 
     def source_of_input(self) -> dict[int, str]:
         return {i: s.name for s in self.sources for i in s.files}
+
+    # -- the download --------------------------------------------------------------------------------
+
+    def expected_reads(self, part: tuple[int, int] | None = None) -> dict[int, int]:
+        """Input -> the bytes on disk the main pass is expected to read of it: a whole file's size, a
+        cut file's budget over its source's tokens per byte (measured, or the prior before that)."""
+        if self.reads is not None:
+            reads = self.part_reads(part)
+        elif self.sampled:
+            chosen = self._choose_reads()
+            reads = chosen if part is None else chosen[part[0] - 1::part[1]]
+        else:
+            return {}
+        rate = {i: self._rate(s) for s in self.sources for i in s.files}
+        out, tokens = {}, 0.0
+        for i, budget in reads:
+            size = self._size(i)
+            if size is None or rate.get(i) is None:
+                continue
+            if self.mode == "in_order":  # every input in order until --max-tokens in all
+                if tokens >= self.max_tokens:
+                    break
+                out[i] = min(size, math.ceil((self.max_tokens - tokens) / rate[i]))
+                tokens += size * rate[i]
+            else:
+                out[i] = size if budget is None else min(size, math.ceil(budget / rate[i]))
+        return out
+
+    def expected_download(self, sample: bool, part: tuple[int, int] | None = None) -> dict:
+        """What a build of this plan is expected to fetch of its URLs, in bytes on disk, before any body
+        is fetched: ``kept`` (what the main pass reads: whole files, and each cut file up to its budget),
+        ``overhead`` (what the tokenizer sample, when ``sample``, and the measurement read beyond that,
+        plus the allowance READ_AHEAD + READ_AHEAD_SHARE of each cut's bytes for what is read past it), and
+        ``verify_cut_files`` (the rest of each cut compressed file, read with --verify-cut-files to check
+        its gzip member's CRC; local files included: that is bytes read, not downloaded) over
+        ``cut_files`` files."""
+        main = self.expected_reads(part)
+        early: dict[int, int] = {}  # input -> bytes the sample and the measurement read of its start
+
+        def note(i: int, n: float) -> None:
+            early[i] = max(early.get(i, 0), int(min(self._size(i) or 0, n)))
+        if sample:
+            for s, budget, spread in self.sample_budgets():
+                for i in s.files[:spread]:  # an equal part of the source's text from each of its first files
+                    note(i, budget / spread / TEXT_PER_DISK_BYTE.get(self.inputs[i][1], 1.0))
+        if self.sampled:
+            for s in self.sources:
+                used, limit = 0, measure_limit(s)
+                for i in s.files:
+                    if used >= limit:
+                        break
+                    note(i, limit - used)
+                    used += min(self._size(i) or 0, limit - used)
+        is_url = {i: readers.is_url(p) for i, (p, _, _) in enumerate(self.inputs)}
+        kept = sum(n for i, n in main.items() if is_url[i])
+        overhead = sum(max(0, n - main.get(i, 0)) for i, n in early.items() if is_url[i])
+        cut = [i for i, n in main.items() if n < (self._size(i) or 0)]
+        overhead += sum(min(READ_AHEAD + int(READ_AHEAD_SHARE * main[i]), self._size(i) - main[i])
+                        for i in cut if is_url[i])
+        checked = [i for i in cut if self.inputs[i][1] in ("jsonl.gz", "jsonl.zst")]
+        return {"kept": kept, "overhead": overhead, "verify_cut_files": sum(self._size(i) - main[i] for i in checked),
+                "cut_files": len(checked), "urls": any(is_url.values())}
 
     def _sample(self) -> list[list]:
         """[source, bytes of text, files to spread them over] of the tokenizer sample: the sample size
@@ -388,9 +473,11 @@ class Plan:
         then = {(p, k, s) for p, k, s in a["inputs"]}
         now = {(p, k, s) for p, k, s in b["inputs"]}
         if then != now:
-            example = sorted(then ^ now)[0]
+            # a URL that could not be sized has no size (None): order by path, then size
+            example = min(then ^ now, key=lambda x: (x[0], x[1], -1 if x[2] is None else x[2]))
             out.append(f"the input files differ ({len(now - then)} new or changed, {len(then - now)} gone or "
-                       f"changed, e.g. {example[0]} of {example[2]} bytes)")
+                       f"changed, e.g. {example[0]} " + (f"of {example[2]} bytes)" if example[2] is not None
+                                                         else "(not sized: it could not be opened then)"))
         elif a["inputs"] != b["inputs"]:
             out.append("the input files are the same but in another order")
         for key in ("mode", "seed", "max_tokens", "mix", "source_pattern"):
@@ -419,8 +506,6 @@ def load(out: Path) -> Plan | None:
     try:
         return Plan.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError, KeyError) as e:
-        if isinstance(e, PlanError):
-            raise
         raise PlanError(f"{path} is unreadable ({e}); use --overwrite to start the build over") from None
 
 
@@ -428,11 +513,13 @@ def load(out: Path) -> Plan | None:
 # reading what the plan says: the tokenizer sample and the measurement
 
 def sample_texts(plan: Plan, inputs: list[readers.InputFile], text_field: str, txt_blocks: bool,
-                 repair: Callable[[str], str]) -> Iterator[str]:
+                 repair: Callable[[str], str], fetch=None) -> Iterator[str]:
     """The tokenizer sample: each source's share of ``plan.sample_bytes`` of document text (UTF-8
     bytes, repaired), spread over the first files of its seeded order that the plan names (what a
     short file cannot give passes on to the next one), sources in plan order, the last document of
-    each cut. A bad file gives what it gave and the sample goes on: the main pass reports it."""
+    each cut. A bad file gives what it gave and the sample goes on: the main pass reports it. A URL
+    that does not answer stops the sample (DownloadFailed): a tokenizer trained on less would differ.
+    ``fetch``: the build's Fetcher, whose spool the main pass continues."""
     for source, budget, spread in plan.sample_budgets():
         files = source.files
         taken = 0
@@ -443,7 +530,7 @@ def sample_texts(plan: Plan, inputs: list[readers.InputFile], text_field: str, t
             share = (budget - taken) // max(1, spread - n) if n < spread else budget - taken
             got = 0
             try:
-                for item in readers.read_records(inputs[i], text_field, txt_blocks, early_stop=True):
+                for item in readers.read_records(inputs[i], text_field, txt_blocks, fetch=fetch, come_back=True):
                     if type(item) is not readers.Record:
                         continue
                     text = repair(item.text)
@@ -461,25 +548,32 @@ def sample_texts(plan: Plan, inputs: list[readers.InputFile], text_field: str, t
             taken += got
 
 
+def measure_limit(s: Source) -> int:
+    """Bytes on disk of a source that its measurement reads: MEASURE_SHARE of it, within MEASURE_MIN
+    and MEASURE_BYTES."""
+    return min(MEASURE_BYTES, max(MEASURE_MIN, int(MEASURE_SHARE * (s.bytes or 0))))
+
+
 def measure(plan: Plan, inputs: list[readers.InputFile], encode: Callable[[list[str]], list[int]],
-            text_field: str, txt_blocks: bool, skipped: dict[int, str] | None = None,
+            text_field: str, txt_blocks: bool, skipped: dict[int, str] | None = None, fetch=None,
             ) -> dict[str, tuple[float, int]]:
     """Tokens per byte on disk of every source, on its first bytes in its seeded order (whole files
     while they fit, then the start of one more; MEASURE_SHARE of the source, within MEASURE_MIN and
     MEASURE_BYTES): source -> (tokens per byte, bytes measured).
 
     ``encode(texts)`` gives each text's token count; a separator per document is counted, as the
-    shards hold one. A file that cannot be read is passed over (and noted in ``skipped``)."""
+    shards hold one. A file that cannot be read is passed over (and noted in ``skipped``); a URL that
+    does not answer stops the measurement (DownloadFailed). ``fetch``: the build's Fetcher."""
     rates = {}
     for s in plan.sources:
         tokens = used = 0.0
-        limit = min(MEASURE_BYTES, max(MEASURE_MIN, int(MEASURE_SHARE * (s.bytes or 0))))
+        limit = measure_limit(s)
         for i in s.files:
             if used >= limit:
                 break
             want = min(inputs[i].size, int(limit - used))
             try:
-                t, b = _measure_file(inputs[i], want, encode, text_field, txt_blocks)
+                t, b = _measure_file(inputs[i], want, encode, text_field, txt_blocks, fetch)
             except BadInputFile as e:
                 if skipped is not None:
                     skipped[i] = e.problem
@@ -491,17 +585,18 @@ def measure(plan: Plan, inputs: list[readers.InputFile], encode: Callable[[list[
     return rates
 
 
-def _measure_file(inp: readers.InputFile, want: int, encode, text_field: str, txt_blocks: bool,
+def _measure_file(inp: readers.InputFile, want: int, encode, text_field: str, txt_blocks: bool, fetch=None,
                   ) -> tuple[float, int]:
     """(estimated tokens, bytes) of the first ``want`` bytes of ``inp`` (all of it when ``want`` is its size)."""
     if want >= inp.size or inp.kind not in readers.LINE_KINDS:
         if inp.kind == "parquet" and want < inp.size:
-            return _measure_parquet(inp, want, encode, text_field)
-        texts = [x.text for x in readers.read_records(inp, text_field, txt_blocks) if type(x) is readers.Record]
+            return _measure_parquet(inp, want, encode, text_field, fetch)
+        texts = [x.text for x in readers.read_records(inp, text_field, txt_blocks, fetch=fetch, come_back=True)
+                 if type(x) is readers.Record]
         return float(sum(encode(texts)) + len(texts)), inp.size
     # JSON Lines: decompress the first `want` bytes on disk, parse the complete lines and scale their
     # tokens by the decompressed bytes the part-line after them adds
-    raw = readers.head_bytes(inp, want)
+    raw = readers.head_bytes(inp, want, fetch)
     out = bytearray()
     try:
         for piece in readers.decompressed(iter([raw]), inp.kind):
@@ -510,19 +605,19 @@ def _measure_file(inp: readers.InputFile, want: int, encode, text_field: str, tx
         pass  # the cut end of the stream: what came before it is all there is to measure
     cut = out.rfind(b"\n") + 1
     if cut == 0:  # not one whole line in `want` bytes: measure the file whole instead
-        return _measure_file(inp, inp.size, encode, text_field, txt_blocks)
+        return _measure_file(inp, inp.size, encode, text_field, txt_blocks, fetch)
     items = readers.parse_lines(bytes(out[:cut]), 0, text_field)
     texts = [x.text for x in items if type(x) is readers.Record]
     tokens = sum(encode(texts)) + len(texts)
     return tokens * len(out) / cut, want
 
 
-def _measure_parquet(inp, want: int, encode, text_field: str) -> tuple[float, int]:
+def _measure_parquet(inp, want: int, encode, text_field: str, fetch=None) -> tuple[float, int]:
     """Parquet: the tokens of its first rows, against the share of the file's bytes those rows are."""
-    pf, _, _ = readers.open_parquet(inp, text_field)
+    pf, _, _ = readers.open_parquet(inp, text_field, fetch)
     rows_total = max(pf.metadata.num_rows, 1)
     texts, rows = [], 0
-    for item in readers.read_records(inp, text_field):
+    for item in readers.read_records(inp, text_field, fetch=fetch):
         rows += 1
         if type(item) is readers.Record:
             texts.append(item.text)
@@ -556,9 +651,10 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def describe(plan: Plan, part: tuple[int, int] | None = None) -> str:
+def describe(plan: Plan, part: tuple[int, int] | None = None, sample: bool = True) -> str:
     """The per-source table of a plan: files, bytes, estimated tokens, share of the input, the target
-    share of the output, the quota and the files to read."""
+    share of the output, the quota and the files to read; then what it is expected to download
+    (``sample``: the build trains its tokenizer, so the sample's reads count)."""
     reads = plan.reads
     to_read: dict[int, int] = {}
     if reads is not None:
@@ -602,4 +698,19 @@ def describe(plan: Plan, part: tuple[int, int] | None = None) -> str:
     if plan.bad:
         lines.append(f"  {len(plan.bad)} input files could not be opened and are not planned "
                      f"(--skip-bad-files), e.g. {plan.inputs[min(plan.bad)][0]}: {plan.bad[min(plan.bad)]}")
+    lines += download_lines(plan.expected_download(sample, part))
     return "\n".join(lines)
+
+
+def download_lines(d: dict) -> list[str]:
+    """What :meth:`Plan.expected_download` says, for a person."""
+    lines = []
+    if d["urls"]:
+        lines.append(f"  download: about {_bytes(d['kept'] + d['overhead'])} expected from the URLs: "
+                     f"{_bytes(d['kept'])} read for what is kept, {_bytes(d['overhead'])} more (the tokenizer "
+                     f"sample and the measurement past that, and the read-ahead at each cut)")
+    if d["cut_files"]:
+        lines.append(f"  {d['cut_files']} compressed files are cut at their budget and read only that far, so their "
+                     f"gzip checksums are not checked; --verify-cut-files reads them to their ends: "
+                     f"{_bytes(d['verify_cut_files'])} more")
+    return lines

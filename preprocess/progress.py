@@ -93,7 +93,17 @@ class Progress:
 
 
 def _size(n: int) -> str:
-    return f"{n / 1e9:,.2f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
+    return f"{n / 1e9:,.2f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB" if n >= 1e6 else f"{n / 1e3:,.1f} kB"
+
+
+def cut_lines(manifest: dict) -> list[str]:
+    """The files cut at their budget whose gzip checksum was not checked, for a person."""
+    cut = manifest.get("unverified_cut_files") or []
+    if not cut:
+        return []
+    shown = ", ".join(cut[:3]) + (f" and {len(cut) - 3} more" if len(cut) > 3 else "")
+    return [f"  cut at their budget, so not checksum-verified ({len(cut)}): {shown} (--verify-cut-files reads "
+            f"them to their ends)"]
 
 
 def _duration(seconds: float) -> str:
@@ -148,8 +158,9 @@ def source_table(rows: list[dict]) -> list[str]:
 
 
 def print_summary(out: Path, manifest: dict, elapsed: float, run_tokens: int, text_bytes: int,
-                  total_elapsed: float, file=None) -> None:
-    """The table printed after a build: what went where, what was skipped, how fast."""
+                  total_elapsed: float, file=None, downloaded: int | None = None) -> None:
+    """The table printed after a build: what went where, what was skipped, how fast; ``downloaded``:
+    the bytes this run received over HTTP, against what the plan expected."""
     file = file or sys.stdout
     t = manifest["totals"]
     tokens = sum(v["tokens"] for v in t.values())
@@ -173,6 +184,11 @@ def print_summary(out: Path, manifest: dict, elapsed: float, run_tokens: int, te
     bad = [x["path"] for x in manifest["inputs"] if x["status"].startswith("bad")]
     if bad:
         lines.append(f"  bad input files (skipped the rest of): {', '.join(bad)}")
+    lines += cut_lines(manifest)
+    d = manifest.get("download")
+    if downloaded and d:
+        lines.append(f"  downloaded: {_size(downloaded)} over HTTP in this run, against {_size(d['expected_bytes'])} "
+                     f"expected by the plan ({_size(d['read_bytes'])} of the files read)")
     if manifest["repaired"]["lone_surrogates"]:
         lines.append(f"  lone surrogates repaired: {manifest['repaired']['lone_surrogates']:,}")
     lines.append(f"  encoder: {manifest['encoder']['engine']} ({manifest['encoder']['reason']})")

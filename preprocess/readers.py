@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from preprocess import http
+from preprocess import streams
 from preprocess.errors import BadInputFile, CorruptStream
 from preprocess.inputs import (
     HF_PREFIX,
@@ -43,11 +43,20 @@ from preprocess.inputs import (
     parse_hf_spec,
     resolve_inputs,
 )
-from preprocess.streams import MEMBER_END, byte_chunks, checked_start, decompressed, head_bytes, what_it_is
+from preprocess.streams import (
+    MEMBER_END,
+    Position,
+    byte_chunks,
+    checked_start,
+    decompressed,
+    head_bytes,
+    what_it_is,
+)
 
 # what the rest of the pipeline reads through this module
 __all__ = ["HF_PREFIX", "KNOWN_SUFFIXES", "LINE_KINDS", "MAX_LINE_BYTES", "SKIP_REASONS", "BadInputFile",
-           "InputFile", "Record", "Skipped", "byte_chunks", "check_text", "decompressed", "head_bytes", "is_url",
+           "InputFile", "Position", "Record", "Skipped", "byte_chunks", "check_text", "decompressed", "head_bytes",
+           "is_url",
            "kind_of", "line_chunks", "open_parquet", "parse_hf_spec", "parse_lines", "probe", "read_records",
            "resolve_inputs"]
 
@@ -131,17 +140,21 @@ def _refuse_json_array(chunks: Iterable[bytes], path: str) -> Iterator[bytes]:
         yield head
 
 
-def line_chunks(inp: InputFile, size: int = 1 << 20, skip_bytes: int = 0, first_line: int = 0,
-                retry: http.Retry | None = None, on_bytes: Callable[[int], None] | None = None,
-                early_stop: bool = False) -> Iterator[tuple[bytes, int, bool]]:
+def line_chunks(inp: InputFile, size: int | Callable[[], int] = 1 << 20, skip_bytes: int = 0, first_line: int = 0,
+                fetch=None, on_bytes: Callable[[int], None] | None = None, come_back: bool = False,
+                position: Position | None = None, piece=None, hint: int | None = None,
+                ) -> Iterator[tuple[bytes, int, bool]]:
     """The decompressed bytes of a JSONL input (a kind in LINE_KINDS) as ``(chunk, newlines, verified)``
-    pieces of whole lines, each about ``size`` bytes (longer when one line is); only the last may end
-    without a newline. :func:`parse_lines` turns a chunk into the items :func:`read_records` would yield.
+    pieces of whole lines, each about ``size`` bytes (longer when one line is; ``size`` may be a
+    function, asked before each cut); only the last may end without a newline. :func:`parse_lines`
+    turns a chunk into the items :func:`read_records` would yield. Where a chunk is cut depends only on
+    the data and where the previous one ended, so a stream resumed at a chunk's end is cut as before.
 
     ``verified``: every byte up to the end of this chunk lies in gzip members (zstd frames) that
     passed their check; always True for plain JSON Lines. A chunk ends at every member end (a
     ``(b"", 0, True)`` marker when no whole line is pending there), so the verified chunks are
-    exactly the trustworthy prefix of the stream.
+    exactly the trustworthy prefix of the stream. ``position.raw``: the raw bytes read when the
+    chunk was cut. ``fetch``, ``on_bytes``, ``come_back``, ``piece``, ``hint``: as for :func:`byte_chunks`.
 
     The build sends the chunks to its workers as they are, so the process that reads does little
     more than decompress; :func:`read_records` parses them itself. ``skip_bytes`` (a line boundary)
@@ -149,15 +162,19 @@ def line_chunks(inp: InputFile, size: int = 1 << 20, skip_bytes: int = 0, first_
     after yielding every complete line before damage (unverified, for a compressed input), for an
     empty input, and for a line longer than ``MAX_LINE_BYTES``.
     """
-    compressed = inp.kind != "jsonl"
+    info: dict = {}
+    compressed = inp.kind != "jsonl"  # or gzip inside (info), known once the first bytes are read
+    chunk_size = size if callable(size) else (lambda fixed=size: fixed)
     line, to_skip = first_line, skip_bytes
     pending: list[bytes] = []
     pending_len = 0
     has_newline = False  # whether `pending` holds a line end
     seen = 0             # decompressed bytes of the stream so far
     try:
-        source = byte_chunks(inp, retry, on_bytes, members=True, early_stop=early_stop)
+        source = byte_chunks(inp, fetch, on_bytes, members=True, come_back=come_back, position=position, info=info,
+                             piece=piece or streams.RAW_PIECE, hint=hint)
         for data in (source if skip_bytes else _refuse_json_array(source, inp.path)):
+            compressed = compressed or info.get("gzip_inside", False)
             if data is MEMBER_END:
                 if to_skip:
                     continue
@@ -184,14 +201,15 @@ def line_chunks(inp: InputFile, size: int = 1 << 20, skip_bytes: int = 0, first_
                                                  f"line break: this is not a JSON Lines file (or one record is larger "
                                                  f"than the reader takes)", "check the file, or pass --skip-bad-files")
                 continue
-            if pending_len < size:
+            want = chunk_size()
+            if pending_len < want:
                 continue
             buf = b"".join(pending) if len(pending) > 1 else pending[0]
             start = 0
-            while len(buf) - start >= size:
-                cut = buf.rfind(b"\n", start, start + size) + 1
-                if cut <= start:  # one line longer than size: the chunk ends with it
-                    cut = buf.find(b"\n", start + size) + 1
+            while len(buf) - start >= want:
+                cut = buf.rfind(b"\n", start, start + want) + 1
+                if cut <= start:  # one line longer than the chunk: the chunk ends with it
+                    cut = buf.find(b"\n", start + want) + 1
                     if not cut:
                         break  # its end has not been read yet
                 chunk = buf[start:cut]
@@ -199,10 +217,11 @@ def line_chunks(inp: InputFile, size: int = 1 << 20, skip_bytes: int = 0, first_
                 yield chunk, n, not compressed
                 line += n
                 start = cut
+                want = chunk_size()
             pending = [buf[start:]] if start < len(buf) else []
             pending_len = len(buf) - start
             has_newline = b"\n" in buf[start:] if pending else False
-    except (CorruptStream, OSError, BadInputFile) as e:  # damaged data, a read error, a failed download
+    except (CorruptStream, OSError, BadInputFile) as e:  # damaged data, a read error, a refused or changed URL
         buf = b"".join(pending)
         cut = buf.rfind(b"\n") + 1
         if cut:  # the complete lines that arrived before it (in a member that will never pass its check)
@@ -217,7 +236,7 @@ def line_chunks(inp: InputFile, size: int = 1 << 20, skip_bytes: int = 0, first_
                                      f"from it then)", "restore it, or use --overwrite to start over")
     if not seen:
         raise BadInputFile(inp.path, "is empty: it holds no data" + (" (0 bytes)" if not compressed else ""),
-                           "re-download it, or pass --skip-bad-files to go on without it")
+                           "check where it came from, or pass --skip-bad-files to go on without it")
     if pending:
         buf = b"".join(pending)
         yield buf, buf.count(b"\n"), True
@@ -334,20 +353,25 @@ def _txt_blocks(chunks: Iterable[bytes]) -> Iterator[Record | Skipped]:
         yield _decode_doc(b"\n".join(block), number + 1)
 
 
-def open_parquet(inp: InputFile, text_field: str):
-    """(ParquetFile, columns to read, whether the text column holds bytes); BadInputFile if unusable."""
+def open_parquet(inp: InputFile, text_field: str, fetch=None):
+    """(ParquetFile, columns to read, whether the text column holds bytes); BadInputFile if unusable.
+    A URL is read with range requests (``fetch``: the build's Fetcher, which counts the bytes)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         if is_url(inp.path):
-            pf = pq.ParquetFile(http.RangeFile(inp.path))
+            from preprocess.fetch import Fetcher
+            pf = pq.ParquetFile((fetch or Fetcher()).range_file(inp.path))
         else:
             pf = pq.ParquetFile(inp.path)
         schema = pf.schema_arrow
     except (pa.ArrowException, OSError) as e:
         empty = not is_url(inp.path) and os.path.exists(inp.path) and os.path.getsize(inp.path) == 0
-        raise BadInputFile(inp.path, "is empty: 0 bytes" if empty else f"not a readable parquet file ({e})") from None
+        if empty:
+            raise BadInputFile(inp.path, "is empty: 0 bytes", "check where it came from, or pass --skip-bad-files "
+                                                              "to go on without it") from None
+        raise BadInputFile(inp.path, f"not a readable parquet file ({e})", damaged=True) from None
     names = schema.names
     column_hint = "pass --text-field with the name of the text column"
     if text_field not in names:
@@ -357,15 +381,16 @@ def open_parquet(inp: InputFile, text_field: str):
     if not (is_binary or pa.types.is_string(ttype) or pa.types.is_large_string(ttype)):
         raise BadInputFile(inp.path, f"column {text_field!r} has type {ttype}, not text", column_hint)
     if pf.metadata.num_rows == 0:
-        raise BadInputFile(inp.path, "is empty: it holds no rows")
+        raise BadInputFile(inp.path, "is empty: it holds no rows", "check where it came from, or pass "
+                                                                   "--skip-bad-files to go on without it")
     columns = [text_field] + (["id"] if "id" in names and text_field != "id" else [])
     return pf, columns, is_binary
 
 
-def _parquet(inp: InputFile, text_field: str) -> Iterator[Record | Skipped]:
+def _parquet(inp: InputFile, text_field: str, fetch=None) -> Iterator[Record | Skipped]:
     import pyarrow as pa
 
-    pf, columns, is_binary = open_parquet(inp, text_field)
+    pf, columns, is_binary = open_parquet(inp, text_field, fetch)
     row = 0
     try:
         # One batch at a time: memory stays bounded by a batch (and pyarrow's row-group buffer).
@@ -382,7 +407,7 @@ def _parquet(inp: InputFile, text_field: str) -> Iterator[Record | Skipped]:
                     item = Record(item.text, str(rid), row)
                 yield item
     except (pa.ArrowException, OSError) as e:
-        raise BadInputFile(inp.path, f"parquet data unreadable after row {row:,} ({e})") from None
+        raise BadInputFile(inp.path, f"parquet data unreadable after row {row:,} ({e})", damaged=True) from None
 
 
 def _check_str(text: str, line: int) -> Record | Skipped:
@@ -394,27 +419,28 @@ def _check_str(text: str, line: int) -> Record | Skipped:
 # ---------------------------------------------------------------------------------------------------
 # the entry points
 
-def read_records(inp: InputFile, text_field: str = "text", txt_blocks: bool = False,
-                 retry: http.Retry | None = None, on_bytes: Callable[[int], None] | None = None,
-                 early_stop: bool = False) -> Iterator[Record | Skipped]:
+def read_records(inp: InputFile, text_field: str = "text", txt_blocks: bool = False, fetch=None,
+                 on_bytes: Callable[[int], None] | None = None, come_back: bool = False,
+                 ) -> Iterator[Record | Skipped]:
     """Yield every document of ``inp`` in file order, one at a time, and a ``Skipped`` per bad record.
 
-    ``retry`` (a ``preprocess.http.Retry``) tunes retries for URLs; None uses the defaults.
-    ``on_bytes(n)`` is called as the source's bytes are read (JSONL and text inputs). ``early_stop``:
-    the caller may stop long before the end (a URL is then fetched in growing ranges). Raises
-    ``BadInputFile`` when the input as a whole cannot be read, after the records before the damage.
+    ``fetch``: the build's ``preprocess.fetch.Fetcher`` for URLs (None: one of its own, without a
+    spool, with the default patience). ``on_bytes(n)`` is called as the source's bytes are read
+    (JSONL and text inputs). ``come_back``: the caller may stop long before the end and the build
+    reads the file again later (the tokenizer sample). Raises ``BadInputFile`` when the input as a
+    whole cannot be read, after the records before the damage.
     """
     if inp.kind == "hf":
         yield from _read_hf(inp.path, text_field)
         return
     if inp.kind == "parquet":
-        yield from _parquet(inp, text_field)
+        yield from _parquet(inp, text_field, fetch)
         return
     if inp.kind in LINE_KINDS:  # the lines the build's workers parse, parsed here the same way
         line = 0
         # a reader that may stop early takes small chunks, so that it does not read far past its need
-        size = 1 << 16 if early_stop else 1 << 20
-        for chunk, newlines, _ in line_chunks(inp, size, retry=retry, on_bytes=on_bytes, early_stop=early_stop):
+        size = 1 << 14 if come_back else 1 << 20
+        for chunk, newlines, _ in line_chunks(inp, size, fetch=fetch, on_bytes=on_bytes, come_back=come_back):
             yield from parse_lines(chunk, line, text_field)
             line += newlines
         return
@@ -425,36 +451,40 @@ def read_records(inp: InputFile, text_field: str = "text", txt_blocks: bool = Fa
             seen[0] += len(chunk)
             yield chunk
     try:
-        chunks = sized(byte_chunks(inp, retry, on_bytes, early_stop=early_stop))
+        chunks = sized(byte_chunks(inp, fetch, on_bytes, come_back=come_back))
         for item in _txt_blocks(chunks) if txt_blocks else _txt_whole(chunks):
             last = item.line
             yield item
     except (CorruptStream, OSError) as e:
         raise _unreadable(inp, e, last) from None
     if not seen[0]:
-        raise BadInputFile(inp.path, "is empty: 0 bytes")
+        raise BadInputFile(inp.path, "is empty: 0 bytes", "check where it came from, or pass --skip-bad-files to go "
+                                                          "on without it")
 
 
 def _unreadable(inp: InputFile, e: Exception, last_line: int) -> BadInputFile:
     """The error for an input whose bytes stop being readable after line ``last_line``."""
-    if isinstance(e, CorruptStream) and str(e).startswith("is empty"):
-        return BadInputFile(inp.path, str(e))
+    if isinstance(e, CorruptStream) and not e.damaged:  # not broken data but something else: empty, HTML
+        remedy = "check where it came from, or pass --skip-bad-files to go on without it"
+        return BadInputFile(inp.path, str(e), remedy if str(e).startswith("is empty") else
+                            "pass --skip-bad-files to go on without it")
     if isinstance(e, CorruptStream):
         after = f"after line {last_line:,}" if last_line else "before its first record"
         return BadInputFile(inp.path, f"{e}, {after}",
-                            "re-download the file, or pass --skip-bad-files to go on without the rest of it")
+                            "re-download the file, or pass --skip-bad-files to go on without the rest of it",
+                            damaged=True)
     return BadInputFile(inp.path, f"cannot read it ({e.strerror or e})", "check that it exists and is readable")
 
 
-def probe(inp: InputFile, text_field: str = "text", retry: http.Retry | None = None) -> None:
-    """Raise ``BadInputFile`` quickly when ``inp`` cannot be opened (for ``--fallback-input``).
-
-    Opens the input and reads its first record (or the first chunk for local files), no more.
-    """
+def probe(inp: InputFile, text_field: str = "text", retry=None) -> None:
+    """Raise ``BadInputFile`` (or, for a URL that does not answer, ``DownloadFailed``) quickly when
+    ``inp`` cannot be opened (for ``--fallback-input``). Reads its first byte, or its first chunk
+    for a local file, no more. ``retry``: a ``preprocess.http.Retry`` for URLs."""
     if inp.kind == "hf":
         _load_hf(inp.path, probe=True)
         return
     if is_url(inp.path):
+        from preprocess import http
         http.probe(inp.path, retry=retry)
         return
     if not os.path.isfile(inp.path):
@@ -475,7 +505,8 @@ def probe(inp: InputFile, text_field: str = "text", retry: http.Retry | None = N
                 break
         except CorruptStream as e:
             if "truncated" not in str(e):  # a 64 KiB head of a longer file always looks truncated
-                raise BadInputFile(inp.path, str(e), "re-download it") from None
+                raise BadInputFile(inp.path, str(e), "re-download it" if e.damaged else None,
+                                   damaged=e.damaged) from None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import shards
 from preprocess.plan import PLAN_NAME
 
 STATE_NAME = "state.json"
-STATE_VERSION = 3
+STATE_VERSION = 4
 # what an atomic write killed half-way leaves: shards.atomic_open's ".NAME.XXXX.tmp", tokenizer.save's
 # ".tokenizer.json.tmp", the builder's ".tokenizer.json.copy"
 _TEMPORARY = re.compile(r"^\.((train|val)_\d{6}\.(bin|idx)|manifest\.json|tokenizer\.json|plan\.json|state\.json"
@@ -47,6 +47,7 @@ class BuildState:
     seq: int = 0
     stopped: bool = False              # --in-order: --max-tokens was reached
     record_sources: dict = field(default_factory=dict)  # records' own "source" field -> [documents, tokens]
+    encoder: dict | None = None        # the engine the build goes on with: {asked, engine, reason}
 
     @classmethod
     def fresh(cls, options: dict, n_inputs: int) -> BuildState:
@@ -102,14 +103,15 @@ class Snapshot:
         stats = None if input_index is None else copy.deepcopy(state.input_stats[input_index])
         return cls(keep, input_index, stats, {split: w.save() for split, w in writers.items()})
 
-    def restore(self, state: BuildState, writers: dict, out: Path) -> int:
-        """Put ``state`` and ``writers`` back as they were; delete the shards written since. Returns the
-        number of documents rolled back."""
+    def restore(self, state: BuildState, writers: dict, out: Path, unlink: bool = True) -> int:
+        """Put ``state`` and ``writers`` back as they were; delete the shards written since (with
+        ``unlink``; else the caller saves the state first, then removes the shards it no longer lists:
+        this point may be older than the state on disk). Returns the number of documents rolled back."""
         docs_before = state.total_documents()
         for k, v in self.state.items():
             if k != "n_shards":
                 setattr(state, k, copy.deepcopy(v))
-        for entry in state.shards[self.state["n_shards"]:]:
+        for entry in state.shards[self.state["n_shards"]:] if unlink else ():
             for name in (entry["file"], shards.index_file_name(entry["file"])):
                 (Path(out) / name).unlink(missing_ok=True)
         del state.shards[self.state["n_shards"]:]

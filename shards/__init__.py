@@ -259,7 +259,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> Non
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
-    atomic_write_bytes(path, text.encode("utf-8"))
+    # a lone surrogate (a file name that is not UTF-8, as Python reads it) can only stand in a string,
+    # and is written as its JSON escape, \udcXX, which json.loads reads back as the same character
+    atomic_write_bytes(path, text.encode("utf-8", "backslashreplace"))
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 22) -> str:

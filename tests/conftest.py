@@ -202,7 +202,7 @@ class FlakyHandler(BaseHTTPRequestHandler):
         rng = self.headers.get("Range")
         if rng and mode != "no-range":
             first, _, last = rng.removeprefix("bytes=").partition("-")
-            start, end = int(first), (int(last) + 1 if last else len(data))
+            start, end = int(first), min(len(data), int(last) + 1 if last else len(data))
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
         else:
@@ -299,9 +299,10 @@ def dolma_like_corpus(root: Path) -> dict:
 
 class StaticHandler(BaseHTTPRequestHandler):
     """Serves the files of ``server.root`` with HEAD, GET and Range; records every request and counts
-    the body bytes it sends, written in small pieces to a small send buffer, so a client that stops
-    reading is not counted as having been sent the whole file. ``server.missing`` names files that
-    answer 404."""
+    the body bytes it sends (``sent``, and per file ``sent_by``), written in small pieces to a small
+    send buffer, so a client that stops reading is not counted as having been sent the whole file.
+    ``server.missing`` names files that answer 404; with ``server.ranges`` False it ignores Range and
+    sends the whole file (status 200), as Python's http.server and some proxies do."""
 
     protocol_version = "HTTP/1.0"
 
@@ -330,7 +331,7 @@ class StaticHandler(BaseHTTPRequestHandler):
         if data is None:
             return
         start, end = 0, len(data)
-        if rng:
+        if rng and self.server.ranges:
             first, _, last = rng.removeprefix("bytes=").partition("-")
             start, end = int(first), min(len(data), int(last) + 1 if last else len(data))
             self.send_response(206)
@@ -346,6 +347,8 @@ class StaticHandler(BaseHTTPRequestHandler):
                 self.wfile.write(piece)
                 with self.server.lock:
                     self.server.sent += len(piece)
+                    name = self.path.lstrip("/")
+                    self.server.sent_by[name] = self.server.sent_by.get(name, 0) + len(piece)
         except (BrokenPipeError, ConnectionResetError):
             pass
 
@@ -369,9 +372,11 @@ class _SmallBufferServer(ThreadingHTTPServer):
 
 @pytest.fixture
 def static_server():
-    """A server for files under ``srv.root`` (set it); ``srv.url(name)``, ``srv.sent``, ``srv.log``."""
+    """A server for files under ``srv.root`` (set it); ``srv.url(name)``, ``srv.sent``, ``srv.sent_by``,
+    ``srv.log``; ``srv.ranges = False`` makes it ignore Range."""
     srv = _SmallBufferServer(("127.0.0.1", 0), StaticHandler)
     srv.root, srv.missing, srv.log, srv.sent, srv.lock = None, set(), [], 0, threading.Lock()
+    srv.sent_by, srv.ranges = {}, True
     srv.url = lambda name: f"http://127.0.0.1:{srv.server_address[1]}/{name}"
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()

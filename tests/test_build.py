@@ -453,3 +453,16 @@ def test_a_dataset_built_before_plans_is_still_up_to_date(tmp_path, capsys):
     assert build(corpus, out, "--quiet") == 0 and "is up to date" in capsys.readouterr().err
     make_corpus(corpus, n_files=3, docs_per_file=20)
     assert build(corpus, out) == 2 and "built from other input files" in capsys.readouterr().err
+
+
+def test_a_max_tokens_too_small_for_one_document_says_so(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("a", "b", "c"):  # three sources of the same size: each a third of --max-tokens 1, so none
+        make_corpus(tmp_path / name, n_files=1, docs_per_file=20, seed=ord(name))
+        (tmp_path / name / "part_00.json.gz").rename(corpus / f"{name}-0000.json.gz")
+    assert build(corpus, tmp_path / "out", "--max-tokens", "1") == 2
+    err = capsys.readouterr().err
+    assert "the plan reads nothing: --max-tokens 1 gives no source a quota of even one document (3 sources share " \
+           "it); give a larger --max-tokens" in err
+    assert "--part" not in err

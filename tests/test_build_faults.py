@@ -203,7 +203,8 @@ def test_an_empty_input_is_a_bad_input(tmp_path, name, data, capsys):
     texts = make_corpus(corpus, n_files=1, docs_per_file=20)
     (corpus / name).write_bytes(data)
     assert build(corpus, tmp_path / "out") == 2
-    assert "is empty" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is empty" in err and "complete copy" not in err  # not damage: no advice to copy it again
     assert build(corpus, tmp_path / "out", "--skip-bad-files") == 0
     m = shards.load_manifest(tmp_path / "out")
     assert [x["status"].split(":")[0] for x in m["inputs"] if x["path"].endswith(name)] == ["bad"]
@@ -213,7 +214,14 @@ def test_an_empty_input_is_a_bad_input(tmp_path, name, data, capsys):
 def test_a_build_that_keeps_no_document_is_an_error_that_says_why(tmp_path, capsys):
     corpus = tmp_path / "corpus"
     make_corpus(corpus, n_files=2, docs_per_file=20)
+    # an input whose every record is skipped is a bad input, named with what to do (not "ok" with nothing)
     assert build(corpus, tmp_path / "typo", "--text-field", "txet") == 2
+    err = capsys.readouterr().err
+    assert "part_00.json.gz: all its 20 records were skipped (missing_text 20); is the text in another field" in err
+    assert "--text-field" in err and "complete copy" not in err  # not damage: no advice to copy it again
+    assert not (tmp_path / "typo" / shards.MANIFEST_NAME).exists()
+    # going on without such inputs, the build keeps nothing and says why
+    assert build(corpus, tmp_path / "typo", "--text-field", "txet", "--skip-bad-files") == 2
     err = capsys.readouterr().err
     assert "no document was kept: 40 records read, all skipped (missing_text 40)" in err
     assert "--text-field" in err and not (tmp_path / "typo" / shards.MANIFEST_NAME).exists()
@@ -221,7 +229,8 @@ def test_a_build_that_keeps_no_document_is_an_error_that_says_why(tmp_path, caps
     bad.mkdir()
     write_jsonl_gz(bad / "b.json.gz", [b"{oops", {"text": 3}, {"text": " "}])
     assert build(bad, tmp_path / "all-bad") == 2
-    assert "all skipped (empty_text 1, malformed_json 1, non_string_text 1)" in capsys.readouterr().err
+    assert "all its 3 records were skipped (empty_text 1, malformed_json 1, non_string_text 1)" in \
+        capsys.readouterr().err
 
 
 def test_an_html_error_page_served_with_status_200_is_named_for_what_it_is(tmp_path, static_server, capsys):
@@ -237,6 +246,7 @@ def test_an_html_error_page_served_with_status_200_is_named_for_what_it_is(tmp_p
     assert main(["--input", static_server.url("c4-0000.json.gz"), "--out", str(tmp_path / "x"), *FAST]) == 2
     err = capsys.readouterr().err
     assert "the server sent an HTML page instead of gzip data" in err and "429 Too Many Requests" in err
+    assert "complete copy" not in err and "re-download" not in err
     # the same page saved to disk by a download tool
     local = tmp_path / "saved" / "c4-0000.json.gz"
     local.parent.mkdir()
@@ -283,6 +293,69 @@ def test_parquet_with_no_rows_is_empty(tmp_path, capsys):
     texts = make_corpus(corpus, n_files=1, docs_per_file=10)
     pq.write_table(pa.table({"text": pa.array([], pa.string())}), corpus / "none.parquet")
     assert build(corpus, tmp_path / "out") == 2
-    assert "is empty: it holds no rows" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is empty: it holds no rows" in err and "complete copy" not in err
+    # a missing column is not damage either: the message says which columns there are and what to pass
+    other = tmp_path / "other"
+    make_corpus(other, n_files=1, docs_per_file=10)
+    pq.write_table(pa.table({"content": ["a", "b"]}), other / "c.parquet")
+    assert build(other, tmp_path / "other-out") == 2
+    err = capsys.readouterr().err
+    assert "c.parquet: no column 'text' (columns: content); pass --text-field" in err and "complete copy" not in err
     assert build(corpus, tmp_path / "out", "--skip-bad-files") == 0
     assert_nothing_lost(tmp_path / "out", texts)
+
+
+def test_ctrl_c_during_tokenizer_training_stops_the_build_at_once(tmp_path):
+    """The trainer works in native code, where an interrupt only takes effect when it is done (minutes on
+    the default 1 GB sample): Ctrl-C must stop the build there and then, exit 130, and leave it resumable.
+    Here the whole training takes most of a minute (8 MB of random letters, a 60k vocabulary); the
+    interrupt comes 3 s in, once the sample (read first) is in the trainer."""
+    import signal
+    import time
+
+    table = bytes((b"bcdfghjklmnprstvzaeiou" * 12)[:216] + b" " * 40)  # random letters, a space every ~6
+    raw = os.urandom(8 << 20).translate(table).decode()
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_jsonl_gz(corpus / "w-0000.json.gz", [{"text": raw[i:i + 2000]} for i in range(0, len(raw), 2000)])
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "preprocess", "--input", str(corpus), "--out", str(out),
+                             "--vocab-size", "60000"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    for line in proc.stderr:
+        if "training a 60,000-token byte-level BPE" in line:
+            break
+    time.sleep(3)
+    assert proc.poll() is None, "the training ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    try:
+        rc = proc.wait(timeout=20)  # a hang guard: the rest of the training would take far longer
+    finally:
+        proc.kill()
+    err = proc.stderr.read()
+    assert rc == 130, err
+    assert "interrupted; every finished shard is kept: run the same command again to resume" in err
+    assert "Traceback" not in err
+    assert not (out / shards.TOKENIZER_NAME).exists()  # nothing half-trained is kept
+    assert (out / shards.BUILD_DIR / "state.json").exists()  # the build is known and resumes
+
+
+def test_a_huge_first_document_gives_the_encoder_check_only_its_first_256_kb(tmp_path):
+    """The fast engine's check encodes its sample with HF, whose memory grows with a text's length; a
+    document of tens of MB as the first record must not reach it whole (it took over 8 GB for 50 MB)."""
+    from preprocess import build as builds
+    from preprocess import readers
+    from preprocess.options import BuildOptions
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    table = bytes((b"bcdfghjklmnprstvzaeiou" * 12)[:216] + b" " * 40)
+    huge = os.urandom(12 << 20).translate(table).decode()
+    texts = sample_texts(50)
+    write_jsonl_gz(corpus / "b-0000.json.gz", [{"id": "huge", "text": huge}]
+                   + [{"id": str(i), "text": t} for i, t in enumerate(texts)])
+    b = builds.Builder(BuildOptions(out=str(tmp_path / "out"), inputs=[str(corpus)]), log=lambda msg: None)
+    plan, inputs = b.make_plan(readers.resolve_inputs([str(corpus)]))
+    sample = b.encoder_sample(plan, inputs, b.reads(plan))
+    assert sample == [huge[:builds.ENCODER_SAMPLE_BYTES]]  # one byte per character here: cut to the budget

@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import shards
 from tests.conftest import DOCS, FILES
 
@@ -50,39 +48,26 @@ def test_fallback_input_is_used_and_recorded_when_the_input_cannot_be_opened(tmp
     assert r.returncode == 2 and "404" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-@pytest.mark.parametrize("name", ["docs.jsonl", "docs.json.gz"])
-def test_a_download_that_keeps_failing_keeps_what_can_be_trusted(tmp_path, url, monkeypatch, workers, name):
-    """The server never sends past the middle of the file: with --skip-bad-files the build records the
-    URL as bad and goes on with the next input. Plain JSON Lines are trusted as they arrive: every
-    complete line that arrived is kept, no more, no less. A gzip member is trusted only once its CRC,
-    at its end, has passed: none of the cut member's documents is kept."""
-    import zlib
-    from dataclasses import dataclass
+def test_a_bug_in_resolving_the_input_is_not_taken_for_an_input_that_cannot_be_opened(tmp_path, monkeypatch):
+    """--fallback-input is for an input that does not resolve or open (InputError, BadInputFile,
+    DownloadFailed); any other error there is a bug, and must surface, not quietly build the fallback."""
+    import pytest
 
-    from preprocess import http
-    from preprocess.cli import main
-    from tests.conftest import assert_nothing_lost
+    from preprocess import readers
+    from preprocess.build import build
+    from preprocess.options import BuildOptions
 
-    @dataclass(frozen=True)
-    class Quick(http.Retry):  # the real retry loop, without its seconds of back-off
-        attempts: int = 3
-        backoff_s: float = 0.01
-        timeout_s: float = 5.0
-    monkeypatch.setattr(http, "Retry", Quick)
+    fallback = tmp_path / "fallback.jsonl"
+    fallback.write_text("".join(json.dumps({"text": f"fallback text {i}"}) + "\n" for i in range(20)))
+    resolve = readers.resolve_inputs
 
-    data = FILES[name]
-    arrived = data[:len(data) // 2]
-    if name.endswith(".gz"):
-        arrived = zlib.decompressobj(wbits=31).decompress(arrived)
-    complete = arrived[:arrived.rfind(b"\n") + 1].splitlines()
-    assert 0 < len(complete) < len(DOCS)
-    u = url(f"always-cut/{name}")
-    out = tmp_path / "out"
-    assert main(["--input", u, url("ok/t.parquet"), "--out", str(out), "--vocab-size", "300", "--skip-bad-files",
-                 "--quiet", "--workers", workers]) == 0
-    m = shards.load_manifest(out)
-    assert m["inputs"][0]["status"].startswith("bad: ") and "download failed 3 times" in m["inputs"][0]["status"]
-    kept = [json.loads(line)["text"] for line in complete] if name == "docs.jsonl" else []
-    assert m["inputs"][0]["documents"] == len(kept)
-    assert_nothing_lost(out, kept + ["x", "y", "z"])
+    def broken(specs, *args, **kwargs):
+        if specs != [str(fallback)]:
+            raise ValueError("a bug in resolving the input")
+        return resolve(specs, *args, **kwargs)
+    monkeypatch.setattr(readers, "resolve_inputs", broken)
+    opts = BuildOptions(out=str(tmp_path / "out"), inputs=[str(tmp_path / "corpus")], fallback_input=str(fallback),
+                        vocab_size=300, quiet=True)
+    with pytest.raises(ValueError, match="a bug in resolving the input"):
+        build(opts)
+    assert not (tmp_path / "out" / shards.MANIFEST_NAME).exists()

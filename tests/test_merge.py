@@ -64,3 +64,32 @@ def test_part_without_tokenizer_is_refused(tmp_path, capsys):
     make_corpus(corpus, n_files=2, docs_per_file=5)
     assert main(["--input", str(corpus), "--out", str(tmp_path / "p"), "--part", "1/2", *FAST]) == 2
     assert "--tokenizer-only" in capsys.readouterr().err
+
+
+def test_merging_onto_a_full_disk_names_the_file_and_the_space_and_loses_nothing(tmp_path, corpus_and_tokenizer,
+                                                                                 capsys):
+    import re
+
+    from tests.conftest import file_hashes
+    from tests.test_build_faults import _tmpfs
+
+    corpus, tok, texts = corpus_and_tokenizer
+    parts = [str(tmp_path / f"p{i}") for i in (1, 2)]
+    for i, p in enumerate(parts, 1):
+        assert _part(corpus, tok, p, f"{i}/2") == 0
+    assert main(["merge", *parts, "--out", str(tmp_path / "reference")]) == 0
+    reference = file_hashes(tmp_path / "reference")
+    size = sum((tmp_path / "reference" / name).stat().st_size for name in reference)
+    before = {p: file_hashes(p) for p in parts}
+    with _tmpfs(tmp_path / "disk", f"{size // 2}") as disk:  # another filesystem: the shards are copied
+        out = disk / "merged"
+        assert main(["merge", *parts, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert re.search(rf"error: no space left on the device holding {out}/\S+ \(it needed about \d+ [kM]B, \d+ "
+                         rf"[kM]?B are free there\)\. The parts are untouched", err), err
+        assert "Traceback" not in err and not (out / shards.MANIFEST_NAME).exists()
+        assert not [p.name for p in out.iterdir() if p.name.endswith(".copy")]
+    assert {p: file_hashes(p) for p in parts} == before  # nothing of the parts lost
+    assert main(["merge", *parts, "--out", str(tmp_path / "again")]) == 0
+    assert file_hashes(tmp_path / "again") == reference
+    assert_nothing_lost(tmp_path / "again", texts)

@@ -6,6 +6,7 @@ import collections
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -209,12 +210,38 @@ def _shares(manifest) -> dict[str, float]:
     return {r["source"]: r["share"] for r in manifest["sources"]}
 
 
+def _kept_bytes(manifest, root: Path) -> int:
+    """The compressed bytes of what a build kept, found here from the files themselves: a file read to
+    its end, whole; a file cut at its budget, the shortest prefix that inflates to the records it took."""
+    import zlib
+
+    def prefix(data: bytes, lines: int) -> int:
+        lo, hi = 0, len(data)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            try:
+                enough = zlib.decompressobj(wbits=31).decompress(data[:mid]).count(b"\n") >= lines
+            except zlib.error:
+                enough = False
+            lo, hi = (lo, mid) if enough else (mid + 1, hi)
+        return lo
+    kept = 0
+    for x in manifest["inputs"]:
+        data = (root / x["path"].rsplit("/", 1)[1]).read_bytes()
+        if x["status"] == "ok":
+            kept += len(data)
+        elif x["status"].startswith("partly read"):
+            kept += prefix(data, x["records"])
+    return kept
+
+
 @pytest.mark.slow
 def test_a_sampled_build_of_a_dolma_style_list_holds_its_mix_and_downloads_little_more_than_it_keeps(
         static_server, dolma_like, tmp_path, capsys):
     urls, list_bytes = _serve(static_server, dolma_like, tmp_path)
     out = tmp_path / "sample"
-    assert main(["--input-list", str(urls), "--out", str(out), "--max-tokens", _tenth(dolma_like), *TENTH]) == 0
+    assert main(["--input-list", str(urls), "--out", str(out), "--max-tokens", _tenth(dolma_like), *TENTH,
+                 "--workers", "2"]) == 0
     sent = static_server.sent
     m = shards.load_manifest(out)
     whole = _tokens_per_source(dolma_like, out / shards.TOKENIZER_NAME)
@@ -224,7 +251,15 @@ def test_a_sampled_build_of_a_dolma_style_list_holds_its_mix_and_downloads_littl
     for source, share in _shares(m).items():
         want = whole[source] / total
         assert abs(share - want) <= max(0.015, 0.15 * want), (source, share, want)
-    assert sent < 0.5 * list_bytes, f"{sent / list_bytes:.0%} of the list was downloaded for a tenth of its tokens"
+    # every byte fetched once: the tokenizer sample, the measurement and the main pass share one download,
+    # and a cut file is read only as far as the build keeps (its checksum unchecked, and listed so)
+    kept = _kept_bytes(m, dolma_like[0])
+    assert sent <= 1.5 * kept, f"the server sent {sent / kept:.2f}x the compressed bytes of what was kept"
+    cut = [x["path"] for x in m["inputs"] if x["status"].startswith("partly read")]
+    assert cut and m["unverified_cut_files"] == cut and {x["checksum"] for x in m["inputs"] if x["path"] in cut} == {
+        "cut"}
+    assert m["download"]["read_bytes"] == sum(x.get("read_bytes", 0) for x in m["inputs"])
+    assert kept <= m["download"]["read_bytes"] <= sent <= m["download"]["expected_bytes"]
     # the records' own source field is counted, and agrees with the file names here
     fields = {name: c["field"] for name, c in dolma_like[1].items()}
     assert {fields[r["source"]]: r["tokens"] for r in m["sources"]} == {
@@ -234,9 +269,11 @@ def test_a_sampled_build_of_a_dolma_style_list_holds_its_mix_and_downloads_littl
     for source, *_ in DOLMA_LIKE:
         assert all("Ġ" + w in vocab for w in signature_words(source)[:5]), source
     assert (out / plans.PLAN_NAME).exists() and m["plan"]["sha256"] == plans.load(out).sha256()
-    # tools/inspect_shards.py summary shows the per-source rows the build printed
+    # tools/inspect_shards.py summary shows the per-source rows the build printed, and the cut files
+    capsys.readouterr()
     assert load_tool("inspect_shards").main(["summary", str(out)]) == 0
     text = capsys.readouterr().out
+    assert f"cut at their budget, so not checksum-verified ({len(cut)}): {cut[0]}" in text
     for r in m["sources"]:
         row = next(line.split() for line in text.splitlines() if line.split()[:1] == [r["source"]])
         assert row[1:6] == [str(r["files_planned"]), "/", str(r["files_opened"]), "/", str(r["files_finished"])]
@@ -249,6 +286,59 @@ def test_a_sampled_build_of_a_dolma_style_list_holds_its_mix_and_downloads_littl
                  *TENTH]) == 0
     shares = _shares(shards.load_manifest(first))
     assert shares["cc_en_head"] == 0 and shares["wiki"] == 0 and shares["algebraic-stack-train"] > 0.2
+
+
+@pytest.mark.slow
+def test_from_a_server_that_ignores_range_each_file_is_downloaded_once_at_most(static_server, dolma_like, tmp_path):
+    urls, _ = _serve(static_server, dolma_like, tmp_path)
+    static_server.ranges = False  # every GET is answered with the whole file, as http.server does
+    out = tmp_path / "sample"
+    assert main(["--input-list", str(urls), "--out", str(out), "--max-tokens", _tenth(dolma_like), *TENTH]) == 0
+    root = dolma_like[0]
+    assert static_server.sent_by, "nothing was downloaded"
+    for name, sent in static_server.sent_by.items():
+        assert sent <= (root / name).stat().st_size, f"{name} was downloaded {sent / (root / name).stat().st_size:.2f}x"
+    # the same documents as from a server that takes ranges (the tokenizer is the same: the same sample)
+    static_server.ranges = True
+    assert main(["--input-list", str(urls), "--out", str(tmp_path / "ranged"), "--max-tokens", _tenth(dolma_like),
+                 *TENTH]) == 0
+    assert decoded_documents(out) == decoded_documents(tmp_path / "ranged")
+
+
+@pytest.mark.slow
+def test_verify_cut_files_reads_them_to_their_end_and_a_damaged_end_is_then_caught(static_server, dolma_like,
+                                                                                  tmp_path, capsys):
+    root = tmp_path / "v1_7"
+    shutil.copytree(dolma_like[0], root)
+    static_server.root = root
+    urls = tmp_path / "urls.txt"
+    urls.write_text("".join(static_server.url(p.name) + "\n" for p in sorted(root.iterdir())))
+    args = ["--input-list", str(urls), "--max-tokens", _tenth(dolma_like), *TENTH]
+    assert main(["--out", str(tmp_path / "default"), *args]) == 0
+    default = shards.load_manifest(tmp_path / "default")
+    cut = [x["path"].rsplit("/", 1)[1] for x in default["inputs"] if x.get("checksum") == "cut"]
+    assert cut
+    assert main(["--out", str(tmp_path / "p"), "--plan", *args]) == 0
+    plan_text = capsys.readouterr().out
+    assert (f"{len(cut)} compressed files are cut at their budget and read only that far, so their gzip checksums "
+            f"are not checked; --verify-cut-files reads them to their ends") in plan_text
+    static_server.sent_by.clear()
+    assert main(["--out", str(tmp_path / "verified"), *args, "--verify-cut-files"]) == 0
+    verified = shards.load_manifest(tmp_path / "verified")
+    assert verified["unverified_cut_files"] == []
+    assert {x["checksum"] for x in verified["inputs"] if x["path"].rsplit("/", 1)[1] in cut} == {"verified"}
+    for name in cut:  # read to the end (each of these files is one gzip member)
+        assert static_server.sent_by[name] >= (root / name).stat().st_size
+    assert [e["sha256"] for e in verified["shards"]] == [e["sha256"] for e in default["shards"]]
+    # a cut file damaged past its cut: by default the build does not reach the damage; verifying does
+    name = cut[0]
+    data = bytearray((root / name).read_bytes())
+    data[-8] ^= 0xFF  # the member's CRC
+    (root / name).write_bytes(bytes(data))
+    assert main(["--out", str(tmp_path / "default2"), *args]) == 0
+    assert main(["--out", str(tmp_path / "verified2"), *args, "--verify-cut-files"]) == 2
+    err = capsys.readouterr().err
+    assert f"{name}: corrupt gzip data" in err and "are not kept" in err
 
 
 @pytest.mark.slow
@@ -309,6 +399,16 @@ def test_planning_2400_urls_takes_seconds(static_server, tmp_path, capsys):
     print(f"planned 2,400 URLs in {elapsed:.1f} s")  # shown with -s; the note quotes it
 
 
+def _spooled(out: Path) -> dict[str, int]:
+    """File name -> bytes its spool holds in OUT/.build/fetched (what a rerun does not fetch again)."""
+    spooled = {}
+    for meta in (out / shards.BUILD_DIR / "fetched").glob("*.json"):
+        data = meta.with_suffix(".data")
+        if data.exists():
+            spooled[json.loads(meta.read_text())["url"].rsplit("/", 1)[1]] = data.stat().st_size
+    return spooled
+
+
 def _command(urls: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "preprocess", "--input-list", str(urls), "--out", str(out), *TENTH,
             "--shard-tokens", "5000", *extra]
@@ -319,15 +419,19 @@ def test_a_sampled_build_is_the_same_for_any_workers_and_after_kill_9(static_ser
     urls, _ = _serve(static_server, dolma_like, tmp_path)
     tenth = ["--max-tokens", _tenth(dolma_like)]
     for workers in ("1", "2"):
+        static_server.sent = 0
         done = subprocess.run(_command(urls, tmp_path / f"w{workers}", *tenth, "--workers", workers), cwd=ROOT,
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+    uninterrupted = static_server.sent
     reference = file_hashes(tmp_path / "w1")
     assert file_hashes(tmp_path / "w2") == reference
     n_train = sum(1 for name in reference if name.startswith("train_") and name.endswith(".bin"))
     assert n_train >= 20
     out = tmp_path / "killed"
+    static_server.sent, in_flight = 0, 0
     for k in (0, n_train // 3, 2 * n_train // 3):  # after the plan is measured, then well into the main pass
+        spooled, before = _spooled(out), dict(static_server.sent_by)
         proc = subprocess.Popen(_command(urls, out, *tenth, "--workers", "2"), cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         target = out / shards.shard_file_name("train", k)
@@ -339,9 +443,18 @@ def test_a_sampled_build_is_the_same_for_any_workers_and_after_kill_9(static_ser
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
+        # what was in flight: bytes the server sent for a file that its spool did not get (a file whose
+        # spool is gone was finished and released: what was sent for it was used)
+        after = _spooled(out)
+        in_flight += sum(max(0, n - before.get(name, 0) - (after[name] - spooled.get(name, 0)))
+                         for name, n in static_server.sent_by.items() if name in after)
     done = subprocess.run(_command(urls, out, *tenth, "--workers", "2"), cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0 and "resuming the build" in done.stderr, done.stderr
     assert file_hashes(out) == reference
+    # the reruns fetched again at most what was in flight when each was killed (and a byte per request,
+    # the one a continuation repeats to compare)
+    requests = len([x for x in static_server.log if x[0] == "GET"])
+    assert static_server.sent <= uninterrupted + in_flight + requests, (static_server.sent, uninterrupted, in_flight)
 
 
 @pytest.mark.slow
@@ -381,3 +494,31 @@ def test_a_resumed_build_refuses_a_changed_plan(tmp_path, monkeypatch, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "the plan of the unfinished build" in err and "the input files differ" in err and "part_03" in err
+
+
+def test_file_names_that_are_not_utf8_are_planned_built_and_recorded(tmp_path):
+    """A name that is not UTF-8 (Python holds its undecodable bytes as lone surrogates) seeds the file order
+    as its bytes, and is written to plan.json and manifest.json as a JSON escape that reads back the same."""
+    from tests.conftest import write_jsonl_gz
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    names = [b"caf\xe9-0000.json.gz", b"caf\xe9-0001.json.gz", b"plain-0000.json.gz"]
+    for k, name in enumerate(names):
+        path = Path(os.fsdecode(os.path.join(os.fsencode(corpus), name)))
+        write_jsonl_gz(path, [{"id": f"{k}-{i}", "text": f"document {i} of file {k}: " + "words " * 20}
+                              for i in range(40)])
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "preprocess", "--input", str(corpus), "--out", str(out), "--vocab-size", "300",
+               "--max-tokens", "2000"]
+    for extra in (["--plan"], []):  # printed on a real stdout and stderr, not captured in memory
+        done = subprocess.run(command + extra, cwd=ROOT, capture_output=True)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        assert b"Traceback" not in done.stderr
+    m = shards.load_manifest(out)
+    recorded = sorted(os.fsencode(x["path"]) for x in m["inputs"])
+    assert recorded == sorted(os.path.join(os.fsencode(corpus), n) for n in names)
+    assert plans.load(out).fixed()["inputs"] == plans.Plan.from_dict(
+        json.loads((out / plans.PLAN_NAME).read_text(encoding="utf-8"))).fixed()["inputs"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True)  # the plan reads back: up to date
+    assert done.returncode == 0 and b"is up to date" in done.stderr

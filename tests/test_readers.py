@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from preprocess import readers, streams
+from preprocess.errors import InputError
 from preprocess.readers import BadInputFile, InputFile, Record, Skipped, probe, read_records, resolve_inputs
 
 # One JSONL file exercising every per-record outcome, with the line each lands on.
@@ -168,8 +169,12 @@ def test_corrupt_gzip_crc_is_bad_input(tmp_path, inflater):
 
 def test_not_gzip_at_all(tmp_path, inflater):
     (tmp_path / "n.json.gz").write_bytes(docs(2))
-    with pytest.raises(BadInputFile, match=r"n\.json\.gz: corrupt gzip data .* before its first record"):
+    # the wrong kind of data, not a damaged copy: no advice to download it again
+    with pytest.raises(BadInputFile) as exc:
         list(read_records(resolve_inputs([str(tmp_path / "n.json.gz")])[0]))
+    assert str(exc.value) == (f"{tmp_path / 'n.json.gz'}: corrupt gzip data (not a gzip stream: it begins "
+                              f"b'{{\"id\": \"'); pass --skip-bad-files to go on without it")
+    assert not exc.value.damaged
     with pytest.raises(BadInputFile, match="corrupt gzip data"):
         probe(resolve_inputs([str(tmp_path / "n.json.gz")])[0])
 
@@ -257,23 +262,23 @@ def test_globs_specs_order_dedup_and_input_list(tree):
 
 
 def test_resolve_errors_say_what_and_where(tree):
-    with pytest.raises(ValueError, match=r"--input: nope\.jsonl: no such file or directory"):
+    with pytest.raises(InputError, match=r"--input: nope\.jsonl: no such file or directory"):
         resolve_inputs(["nope.jsonl"])
-    with pytest.raises(ValueError, match=r"pattern 'd/\*\.md' matched 1 paths, none of them input files"):
+    with pytest.raises(InputError, match=r"pattern 'd/\*\.md' matched 1 paths, none of them input files"):
         resolve_inputs(["d/*.md"])
-    with pytest.raises(ValueError, match=r"pattern 'q/\*\.json' matched nothing"):
+    with pytest.raises(InputError, match=r"pattern 'q/\*\.json' matched nothing"):
         resolve_inputs(["q/*.json"])
-    with pytest.raises(ValueError, match=r"d/notes\.md: unknown file type; expected a name ending in \.jsonl\.gz"):
+    with pytest.raises(InputError, match=r"d/notes\.md: unknown file type; expected a name ending in \.jsonl\.gz"):
         resolve_inputs(["d/notes.md"])
     (tree / "empty").mkdir()
-    with pytest.raises(ValueError, match="directory empty holds no input files"):
+    with pytest.raises(InputError, match="directory empty holds no input files"):
         resolve_inputs(["empty"])
     (tree / "l.txt").write_text("d/a.jsonl\n\nmissing.json\n")
-    with pytest.raises(ValueError, match=r"--input-list l\.txt line 3: missing\.json: no such file"):
+    with pytest.raises(InputError, match=r"--input-list l\.txt line 3: missing\.json: no such file"):
         resolve_inputs([], input_list="l.txt")
-    with pytest.raises(ValueError, match=r"https://h/data\.bin: unknown file type"):
+    with pytest.raises(InputError, match=r"https://h/data\.bin: unknown file type"):
         resolve_inputs(["https://h/data.bin"])
-    with pytest.raises(ValueError, match=r"expected hf:NAME\[:CONFIG\]\[:SPLIT\]"):
+    with pytest.raises(InputError, match=r"expected hf:NAME\[:CONFIG\]\[:SPLIT\]"):
         resolve_inputs(["hf:a:b:c:d"])
 
 

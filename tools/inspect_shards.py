@@ -131,6 +131,9 @@ def summarize(directory: Path) -> dict:
         "inputs": manifest["inputs"], "skipped": manifest["skipped"], "options": manifest["options"],
         "plan": manifest.get("plan"), "sources": manifest.get("sources", []),
         "record_sources": manifest.get("record_sources", {}),
+        # files cut at their token budget, whose gzip checksum was therefore not checked, and the bytes the
+        # build's plan expected to download against those it read of its URLs (builds of stage 1 since both)
+        "unverified_cut_files": manifest.get("unverified_cut_files", []), "download": manifest.get("download"),
         "size_on_disk": {"total_bytes": sum(p.stat().st_size for p in files), "shard_bytes": shard_bytes},
     }
 
@@ -181,6 +184,15 @@ def print_summary(s: dict) -> None:
         print(f"    {_describe_input(item)}")
     if len(inputs) > 20:
         print(f"    … and {len(inputs) - 20} more (--json lists them all)")
+    from preprocess.progress import cut_lines  # the builder's own lines, as its summary prints them
+    for line in cut_lines(s):
+        print(line)
+    if s["download"]:
+        d = s["download"]
+        print(f"  URLs: {human_bytes(d['read_bytes'])} of their files read, {human_bytes(d['expected_bytes'])} "
+              f"expected to download by the plan" + (f"; --verify-cut-files would read "
+                                                    f"{human_bytes(d['verify_cut_files_bytes'])} more"
+                                                    if d.get("verify_cut_files_bytes") else ""))
     skipped = s["skipped"]
     total_skipped = sum(v for v in skipped.values() if isinstance(v, (int, float)))
     print(f"  skipped documents: {total_skipped:,}" + (
