@@ -1,6 +1,6 @@
 """Rehearse the flagship Dolma build: a simulated Dolma v1.7 list served on 127.0.0.1, built by the real CLI.
 
-    python tools/bench_dolma.py [--modes range,norange,flaky,slow] [--max-tokens 100M] [--scale 1]
+    python tools/bench_dolma.py [--modes range,norange,flaky,slow] [--max-tokens 200M] [--scale 1]
                                 [--out /tmp/bench_dolma]
     python tools/bench_dolma.py --serve --mode range [--scale 0.01] [--port 8000]   # the server alone
 
@@ -14,7 +14,7 @@ and the projected wall time and download of the whole 5B-token build on a 16-cor
 
 The list
 --------
-2,419 URLs named as in Dolma's ``urls/v1_7.txt`` (``.../dolma-v1_7/cc_en_head/cc_en_head-0000.json.gz``;
+2,419 URLs named like those of Dolma's ``urls/v1_7.txt`` (``.../dolma-v1_7/cc_en_head/cc_en_head-0000.json.gz``;
 the numbering, including the two numbers the real list skips, as in the ``DOLMA_DATASETS`` table of
 marin's ``experiments/pretraining_datasets.py``, which lists v1_7.txt's files). Each source's share of
 the bytes follows its tokens in the dataset card's table, "Summary Statistics (v1.7)" of
@@ -66,7 +66,7 @@ Each file is a gzip header, then its body cut into chunks of a fixed compressed 
 1 MiB), then an empty final deflate block and the trailer (CRC-32 and length of the whole text). Chunk
 j of a file holds whole documents drawn from a random generator seeded by (``--seed``, file name, j)
 alone, compressed from a fresh ISA-L deflate state (level 1) and closed with a sync flush, then padded
-with empty deflate blocks to exactly its size (about 0.1% of the bytes). So:
+with empty deflate blocks to exactly its size (under 0.1% of the bytes). So:
 
 * every file's size is known before any of it is generated, from its name and the scale: HEAD answers
   with Content-Length at once, as a CDN does for a stored object;
@@ -78,7 +78,8 @@ with empty deflate blocks to exactly its size (about 0.1% of the bytes). So:
 What the client sees is one valid gzip member (its CRC is checked), a single file of the given size,
 byte-identical on every request, with a strong ETag: what a static file on a CDN gives. What differs
 from a file written in one go by ``gzip`` is invisible to a client: the deflate blocks restart their
-dictionary at every chunk (about 1% worse compression) and there are empty blocks between chunks.
+dictionary at every chunk (a 32 KB window lost per 1 MiB: slightly worse compression) and there are
+empty blocks between chunks.
 
 Server modes (``--modes`` for the runner, ``--mode`` and the fault options for ``--serve``)
 ------------------------------------------------------------------------------------------
@@ -600,7 +601,7 @@ def doc_lengths(rng: np.random.Generator, mean: float, budget: int, cap: int) ->
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 GZIP_HEADER_LEN = len(GZIP_HEADER)
 FINAL_BLOCK = b"\x03\x00"   # an empty fixed-Huffman block with BFINAL set
-LEVEL = 1                   # ISA-L's level: fast; the text compresses about 2.4x (v1.7's card implies ~2.5)
+LEVEL = 1                   # ISA-L's level: fast; the text compresses 2.0-2.3x (v1.7's card implies about 2.5)
 
 
 def padding(n: int) -> bytes:
@@ -1299,7 +1300,8 @@ def _read_outputs(run: Run, base: str) -> None:
         if not x.get("documents"):
             continue
         whole = x.get("status") == "ok"
-        offset = x["size"] if whole else _get(base, f"/_kept?file={name}&records={x['records']}")["offset"]
+        records = x.get("records", x["documents"])
+        offset = x["size"] if whole else _get(base, f"/_kept?file={name}&records={records}")["offset"]
         run.kept[name] = (offset, whole)
 
 
@@ -1507,16 +1509,19 @@ def main(argv=None) -> None:
     run.add_argument("--modes", default="range,norange",
                      help=f"server modes to build against, comma-separated, of {', '.join(MODES)} "
                           f"(default range,norange)")
-    run.add_argument("--max-tokens", type=parse_count, default=parse_count("100M"),
-                     help="the build's --max-tokens (default 100M: about ten minutes here with the default "
-                          "tokenizer sample)")
+    run.add_argument("--max-tokens", type=parse_count, default=parse_count("200M"),
+                     help="the build's --max-tokens (default 200M: about five minutes of encoding on 2 cores, "
+                          "after 8-17 minutes of tokenizer training on the default sample)")
     run.add_argument("--out", dest="out_dir", type=Path, default=Path("/tmp/bench_dolma"),
                      help="working directory: one folder per mode (replaced) with the build, its log and the list")
     run.add_argument("--tokenizer-sample-bytes", help="passed to the build (default: the build's own default)")
     run.add_argument("--vocab-size", help="passed to the build (default: the build's own default)")
     run.add_argument("--workers", help="passed to the build (default: the build's own default)")
     lst = p.add_argument_group("the list")
-    lst.add_argument("--scale", type=float, default=1.0, help="every file's size times this (default 1: 1-2 GB files)")
+    lst.add_argument("--scale", type=float, default=1.0,
+                     help="every file's size times this (default 1: 1-2 GB files; a build that reads its cut files "
+                          "to their end fetches 42 GB of them at full size: 0.0625 keeps a run on 2 cores to "
+                          "about 20 minutes a mode)")
     lst.add_argument("--urls", type=int, help="about this many files, each group's share (default: all 2,419)")
     lst.add_argument("--seed", type=int, default=0, help="the documents' seed (default 0)")
     lst.add_argument("--chunk-kb", type=int, default=1024, help="compressed size of a chunk (default 1024)")
