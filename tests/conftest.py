@@ -396,6 +396,7 @@ def load_tool(name: str):
     """``tools/NAME.py`` as a module (the tools are scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(f"tools_{name}", ROOT / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import registers it: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
