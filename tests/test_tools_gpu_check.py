@@ -66,6 +66,18 @@ def test_the_sync_counter_counts_each_sync_warning_and_passes_others_on(gpu_chec
     assert [str(w.message) for w in others] == ["something else"]
 
 
+def test_syncs_in_the_loop_count_against_the_target_after_its_first_log_point(gpu_check, monkeypatch):
+    """A start-up sync in the first interval is counted apart; the same sync after a log point is a miss."""
+    counter = gpu_check.SyncCounter(enabled=True)
+    where = iter(["outside the loop", "between log points", "at log points", "between log points"])
+    monkeypatch.setattr(counter, "classify", lambda stack, main_thread: next(where))
+    for _ in range(4):
+        counter._seen(gpu_check.SYNC_WARNING, UserWarning, __file__, 1)
+    assert counter.counts == {"outside the loop": 1, "first interval": 1, "at log points": 1,
+                              "between log points": 1}
+    assert sum(counter.places.values()) == 1
+
+
 @pytest.mark.slow
 def test_gpu_check_runs_end_to_end_on_cpu(tiny_dataset, tmp_path):
     """--tiny on the tests' dataset (the tiny models of the compile tests: inductor's cache serves their graphs)."""

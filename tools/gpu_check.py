@@ -34,7 +34,8 @@ The table (one row per preset):
 * vs bare: step tokens/s over the bare loop's; opt share: the optimizer step's (and clip's) share of
   the bare loop's step time;
 * syncs: host-device synchronisations (``torch.cuda.set_sync_debug_mode``) in the training loop
-  between log points, outside the loop's log, evaluation and checkpoint steps;
+  between log points, outside the loop's log, evaluation and checkpoint steps, after the first log
+  point (those before it are one-time starts; the targets line counts them apart, with the rest);
 * graphs: graphs compiled for GPT.forward over all parts (2 expected: training and evaluation; more is
   a recompile), and graph breaks. Recompiles and graph breaks are logged on stderr with their reasons
   as they happen; the first evaluation's graph shows there as "Recompiling function forward ...
@@ -242,12 +243,15 @@ class SyncCounter:
     """Counts host-device synchronisations (``torch.cuda.set_sync_debug_mode("warn")`` makes each one a
     warning) by where they happen: in the training loop between log points (the target is none), at log
     points, while compiling, outside the loop (setup, resume, the end), or in another thread (the loader
-    waits there on purpose, off the training thread). ``places`` names where the between-log-point ones are."""
+    waits there on purpose, off the training thread). Syncs in the loop before its first log point are
+    counted apart, as "first interval" (one-time starts, such as the loader's); a sync that recurs every
+    step shows between later log points too. ``places`` names where the between-log-point ones are."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self.counts: collections.Counter = collections.Counter()
         self.places: collections.Counter = collections.Counter()
+        self.logged = False  # a sync at a log point has been seen: the loop is past its first interval
 
     def __enter__(self):
         if self.enabled:
@@ -271,6 +275,9 @@ class SyncCounter:
             return self._show(message, category, filename, lineno, file, line)
         stack = [(f.filename.replace("\\", "/"), f.name, f.lineno) for f in traceback.extract_stack()[:-1]]
         where = self.classify(stack, threading.current_thread() is threading.main_thread())
+        self.logged = self.logged or where == "at log points"
+        if where == "between log points" and not self.logged:
+            where = "first interval"
         self.counts[where] += 1
         if where == "between log points":
             mine = [f for f in stack if f"{ROOT.as_posix()}/" in f[0]] or stack
