@@ -91,8 +91,11 @@ BUDGET_S = 480  # the whole check, 8 minutes
 # seconds per part at most: the compiles dominate (on an H100 host about a minute for a 75M model's
 # training graph, less for its evaluation graph); 100 steps of 49k tokens take about 6 s
 LIMITS_S = {"dataset": 60, "train": 180, "resume": 60, "bare": 60}
+# --tiny: the tests' tiny model (tests/conftest.py TINY), so inductor's on-disk cache serves the graphs the
+# compile tests built; on CPU, where compiling takes about ten times as long as on an H100's host
 TINY = ["model.seq_len=32", "model.n_layers=2", "model.d_model=64", "model.n_heads=2", "training.batch_size=4",
-        "training.eval_windows=10", "training.device=cpu", "training.precision=fp32"]
+        "training.grad_accum_steps=1", "training.eval_windows=10", "training.device=cpu", "training.precision=fp32"]
+TINY_BUDGET_S, TINY_SLACK = 1200, 3.0
 TARGET_RATIO = 0.97
 TARGET_MFU = 0.40
 MFU_TARGET_GPUS = ("h100", "h200")  # the 40% target is an H100's (an H200 has the same compute)
@@ -548,8 +551,10 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, help="keep the dataset, runs and logs here (default: a temporary directory)")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE",
                    help="config override for every preset")
-    p.add_argument("--budget-s", type=float, default=BUDGET_S, help="time for the whole check (default %(default)s)")
-    p.add_argument("--slack", type=float, default=1.0, help="multiply each part's time limit (a slower machine)")
+    p.add_argument("--budget-s", type=float, help=f"time for the whole check (default {BUDGET_S}; {TINY_BUDGET_S} "
+                                                  f"with --tiny)")
+    p.add_argument("--slack", type=float, help=f"multiply each part's time limit, for a slower machine (default 1; "
+                                               f"{TINY_SLACK} with --tiny)")
     p.add_argument("--verbose", action="store_true", help="show the trainer's own output (default: PRESET.log)")
     args = p.parse_args(argv)
     args.steps = args.steps or (20 if args.tiny else 100)
@@ -560,7 +565,8 @@ def main(argv=None) -> int:
               "on CPU", file=sys.stderr)
         return 1
     torch._logging.set_logs(recompiles=True, graph_breaks=True)  # their reasons, on stderr, as they happen
-    budget = Budget(args.budget_s, args.slack)
+    budget = Budget(args.budget_s or (TINY_BUDGET_S if args.tiny else BUDGET_S),
+                    args.slack or (TINY_SLACK if args.tiny else 1.0))
     with contextlib.ExitStack() as stack:
         work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gpu_check-")))
         work.mkdir(parents=True, exist_ok=True)
