@@ -5,9 +5,10 @@ Prints one table:
 * per recipe (default both: ``demo``, GPT-2's, and ``demo_modern``, Muon + AdamW), trainer tokens/s
   (``train.trainer.train``: loader thread, logging, bookkeeping) against a bare loop of forward,
   backward, clip and optimizer step on one batch already in memory, same model, optimizer, batch and
-  precision; the ratio is the share of time the trainer spends training (target >= 0.97). Each is
-  measured ``--repeat`` times, alternating, and the best of each is kept (the machine's noise only
-  ever slows a run down);
+  precision; the ratio is the share of time the trainer spends training (target >= 0.97). The two are
+  measured ``--repeat`` times, one right after the other (which goes first alternates): the ratio is
+  the median of those pairs' ratios (each pair shares the machine's load of its moment), printed with
+  their range, beside the best tokens/s of each loop;
 * the loader alone on one CPU core, tokens/s from the memmap to an int64 batch: the vectorized
   gather the trainer uses (its check that every id is below vocab_size included) against a
   per-window Python loop like nanoGPT's ``get_batch`` (target >= 200M tokens/s), and the full
@@ -25,6 +26,7 @@ import contextlib
 import io
 import json
 import math
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -159,7 +161,7 @@ def main(argv=None) -> None:
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps (compile, allocator)")
     p.add_argument("--steps", type=int, default=20, help="timed steps")
-    p.add_argument("--repeat", type=int, default=3, help="measurements of each loop, alternating; the best is kept")
+    p.add_argument("--repeat", type=int, default=3, help="pairs of measurements (bare loop, then trainer)")
     p.add_argument("--vocab-size", type=int, default=8192, help="vocabulary of the synthetic dataset")
     p.add_argument("--loader-shape", default="12x1024", metavar="BxT",
                    help="batch size x seq_len for the loader measurements (default 12x1024, the 75m_dolma "
@@ -179,34 +181,41 @@ def main(argv=None) -> None:
             device = resolve_device(cfg.training.device, Dist())
             precision = resolve_precision(cfg.training.precision, device)
             bare, trainer = [], []
-            for _ in range(args.repeat):
-                bare.append(bare_loop(cfg, device, precision, args.warmup, args.steps))
-                trainer.append(trainer_loop(load_config(preset, overrides), data, args.warmup, args.steps))
-                torch.set_num_threads(threads)
-            rows.append((preset, cfg, device, precision, max(bare), max(trainer)))
+            for i in range(args.repeat):  # the pairs alternate which loop runs first
+                for measure in (("bare", "trainer") if i % 2 == 0 else ("trainer", "bare")):
+                    if measure == "bare":
+                        bare.append(bare_loop(cfg, device, precision, args.warmup, args.steps))
+                    else:
+                        trainer.append(trainer_loop(load_config(preset, overrides), data, args.warmup, args.steps))
+                        torch.set_num_threads(threads)
+            rows.append((preset, cfg, device, precision, bare, trainer))
         loader_batch, loader_seq_len = (int(v) for v in args.loader_shape.lower().split("x"))
         rates = loader_rates(data, loader_seq_len, loader_batch)
 
-    print(f"bench_train: {threads} threads, {args.steps} timed steps after {args.warmup}, best of {args.repeat}, "
+    print(f"bench_train: {threads} threads, {args.steps} timed steps after {args.warmup}, {args.repeat} pairs, "
           f"vocab {vocab_size}")
     for preset, cfg, device, precision, _, _ in rows:
         m, t = cfg.model, cfg.training
         print(f"  {preset}: {m.n_layers} layers, d_model {m.d_model}, seq_len {m.seq_len}, batch {t.batch_size} x "
               f"accumulation {t.grad_accum_steps}, optimizer {t.optimizer}, {device}, {precision}, compile={t.compile}")
-    print(f"{'recipe':<16}{'bare loop tok/s':>18}{'trainer tok/s':>16}{'trainer / bare':>16}    note")
-    for preset, cfg, device, precision, bare, trainer in rows:
+    print(f"{'recipe':<16}{'bare loop tok/s':>18}{'trainer tok/s':>16}{'trainer / bare':>16}{'pairs range':>16}    "
+          f"note")
+    for preset, cfg, device, precision, bares, trainers in rows:
+        ratios = sorted(t / b for b, t in zip(bares, trainers, strict=True))
+        bare, trainer = max(bares), max(trainers)
         flops = GPT(cfg.model).estimate_flops_per_token()
         peak = peak_flops(device, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32))
         note = f"MFU {100 * flops * bare / peak:.1f}% / {100 * flops * trainer / peak:.1f}%" if peak else ""
-        print(f"{preset:<16}{bare:>18,.0f}{trainer:>16,.0f}{trainer / bare:>15.3f}x    {note}")
-    print("target: trainer / bare >= 0.97")
+        spread = f"{ratios[0]:.3f}-{ratios[-1]:.3f}"
+        print(f"{preset:<16}{bare:>18,.0f}{trainer:>16,.0f}{statistics.median(ratios):>15.3f}x{spread:>16}    {note}")
+    print("tokens/s: the best of each loop; trainer / bare: the median of the pairs' ratios (target >= 0.97)")
     print(f"loader on one core, batches of {loader_batch} x {loader_seq_len + 1} tokens (target >= 200M tokens/s):")
     print(f"{'measurement':<34}{'tokens/s':>16}{'':>4}note")
     base = rates["per-window Python loop"]
     for name, rate in rates.items():
         note = f"{rate / base:.1f}x the Python loop" if name != "per-window Python loop" else "nanoGPT get_batch"
         print(f"{'loader: ' + name:<34}{rate:>16,.0f}    {note}")
-    if not all(math.isfinite(trainer) for *_, trainer in rows):
+    if not all(math.isfinite(t) for *_, trainers in rows for t in trainers):
         raise SystemExit("the trainer produced no timed log records; raise --steps")
 
 
