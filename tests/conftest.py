@@ -33,7 +33,7 @@ import shards
 import tokenizer as tk
 from preprocess import http
 from preprocess.readers import Record
-from train.checkpoint import rng_state, save_checkpoint
+from train import checkpoint as ckpt
 from train.config import Config
 from train.model import GPT, ModelConfig
 
@@ -483,6 +483,17 @@ def wait_for(predicate, proc, timeout=60):
         time.sleep(0.005)
 
 
+def save_checkpoint(run: Path, step: int, model: torch.nn.Module, config: dict, optimizer=None, best: bool = True,
+                    keep: int = 1, fingerprints: dict | None = None) -> Path:
+    """A checkpoint of ``model`` at ``step`` (and ``optimizer``'s state), through the trainer's own snapshot
+    and writer, named ``latest`` (and ``best`` if ``best``)."""
+    parts = {"model": ckpt.Weights(model), "optimizer": optimizer, "rng": ckpt.RNG(), "config": ckpt.Record(config),
+             "train_state": ckpt.Record({"step": step}),
+             "fingerprints": ckpt.Record(fingerprints) if fingerprints else None}
+    snap = ckpt.snapshot(parts, True, ckpt.HostCopies())
+    return ckpt.write(run, step, snap, keep=keep, pointers=("latest", "best") if best else ("latest",))
+
+
 def make_run(run: Path, dataset: Path, seed: int = 0, **model_options) -> Path:
     """A run directory holding one checkpoint of a tiny random-weight model and the dataset's tokenizer,
     written through the trainer's own checkpoint code."""
@@ -493,8 +504,7 @@ def make_run(run: Path, dataset: Path, seed: int = 0, **model_options) -> Path:
     model = GPT(cfg.model)
     run.mkdir(parents=True)
     shutil.copyfile(dataset / "tokenizer.json", run / "tokenizer.json")
-    save_checkpoint(run, 1, model, torch.optim.AdamW(model.parameters()), None, {"step": 1}, cfg.to_dict(),
-                    [rng_state()], keep=1, is_best=True)
+    save_checkpoint(run, 1, model, cfg.to_dict(), torch.optim.AdamW(model.parameters()))
     return run
 
 
@@ -529,7 +539,5 @@ def make_random_run(root: Path, dataset: Path, seed: int = 0, **options) -> Path
     run = root / "run"
     run.mkdir(parents=True)
     shutil.copy(dataset / shards.TOKENIZER_NAME, run / shards.TOKENIZER_NAME)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    save_checkpoint(run, 1, model, optimizer, None, {"step": 1}, Config(model=cfg).to_dict(), [], keep=1,
-                    is_best=False)
+    save_checkpoint(run, 1, model, Config(model=cfg).to_dict(), torch.optim.SGD(model.parameters(), lr=0.1))
     return run

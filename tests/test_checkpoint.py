@@ -1,4 +1,5 @@
-"""Checkpoints: atomic under kill -9, retention, lookup, compiled/plain state dict round trip."""
+"""Checkpoints: one mapping of named parts, written in the background, atomic under kill -9, retention,
+lookup, compiled/plain state dict round trip, format 1 still loading."""
 import hashlib
 import json
 import shutil
@@ -12,15 +13,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from train import checkpoint
 from train.checkpoint import (
     CheckpointError,
     clean_state_dict,
     find_checkpoint,
     load_model,
     load_model_state,
-    load_training_state,
-    rng_state,
-    save_checkpoint,
     unwrap,
 )
 from train.config import Config
@@ -29,11 +28,15 @@ from train.model import GPT, ModelConfig
 CFG = ModelConfig(vocab_size=50, seq_len=8, n_layers=1, d_model=16, n_heads=2)
 
 
-def save(run, step, model, is_best=False, keep=2):
-    opt = torch.optim.AdamW(model.parameters())
-    config = Config(model=model.cfg).to_dict()
-    return save_checkpoint(run, step, model, opt, None, {"step": step}, config, [rng_state()], keep, is_best)
+def parts(model, step=1, optimizer=None):
+    return {"model": checkpoint.Weights(model), "optimizer": optimizer or torch.optim.AdamW(model.parameters()),
+            "rng": checkpoint.RNG(), "train_state": checkpoint.Record({"step": step}),
+            "config": checkpoint.Record(Config(model=model.cfg).to_dict())}
 
+
+def save(run, step, model, is_best=False, keep=2):
+    snap = checkpoint.snapshot(parts(model, step), True, checkpoint.HostCopies())
+    return checkpoint.write(run, step, snap, keep, ("latest", "best") if is_best else ("latest",))
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -75,18 +78,26 @@ def test_compiled_state_dict_loads_into_plain_model_and_back(tmp_path):
 
 SAVER = textwrap.dedent("""
     import sys, torch
-    from train.checkpoint import rng_state, save_checkpoint
+    from train import checkpoint as ckpt
     from train.config import Config
     from train.model import GPT, ModelConfig
     cfg = ModelConfig(vocab_size=4096, seq_len=64, n_layers=4, d_model=384, n_heads=4)  # ~9M params, 36 MB
     model = GPT(cfg)
     opt = torch.optim.AdamW(model.parameters())
+    model(torch.zeros(1, 8, dtype=torch.long), torch.zeros(1, 8, dtype=torch.long))[1].backward()
+    opt.step()  # the optimizer has state to save
+    writer, copies = ckpt.Writer(), ckpt.HostCopies()
+    parts = {"model": ckpt.Weights(model), "optimizer": opt, "rng": ckpt.RNG(),
+             "config": ckpt.Record(Config(model=cfg).to_dict())}
     for step in range(1, 10_000):
         with torch.no_grad():
             model.tok_emb.weight[0, 0] = step  # each checkpoint identifies itself
-        save_checkpoint(sys.argv[1], step, model, opt, None, {"step": step}, Config(model=cfg).to_dict(),
-                        [rng_state()], 2, False)
-        print(step, flush=True)
+        writer.wait()  # as the trainer does: one write in flight
+        print(step - 1, flush=True)
+        snap = ckpt.snapshot(parts, True, copies)
+        writer.submit(lambda snap=snap, step=step: ckpt.write(sys.argv[1], step, snap, 2))
+        with torch.no_grad():  # training goes on while the writer writes: the snapshot must not see it
+            model.tok_emb.weight[0, 0] = -1
 """)
 
 
@@ -95,15 +106,15 @@ def test_kill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path):
     shutil.copyfile(__file__, tmp_path / "tokenizer.json")
     for delay in (0.05, 0.13, 0.29):
         proc = subprocess.Popen([sys.executable, "-c", SAVER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        proc.stdout.readline()
         proc.stdout.readline()  # a first checkpoint is complete
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait() == -signal.SIGKILL
-        ckpt = find_checkpoint(tmp_path)
-        model, _, _ = load_model(ckpt)
-        assert model.tok_emb.weight[0, 0].item() == int(ckpt.name[len("step_"):])
-        for name in ("trainer_state.pt", "rng.pt"):
-            torch.load(ckpt / name, weights_only=True)
+        path = find_checkpoint(tmp_path)
+        model, _, _ = load_model(path)
+        assert model.tok_emb.weight[0, 0].item() == int(path.name[len("step_"):])
+        checkpoint.load(path, {"optimizer": torch.optim.AdamW(model.parameters()), "rng": checkpoint.RNG()})
 
 
 def test_every_file_is_checksummed_and_checked_on_load(tmp_path):
@@ -111,7 +122,8 @@ def test_every_file_is_checksummed_and_checked_on_load(tmp_path):
     ckpt = save(tmp_path, 1, model)
     shutil.copyfile(__file__, tmp_path / "tokenizer.json")
     recorded = json.loads((ckpt / "checksums.json").read_text())["sha256"]
-    assert sorted(recorded) == ["config.json", "model.safetensors", "rng.pt", "state.json", "trainer_state.pt"]
+    assert sorted(recorded) == ["config.json", "model.safetensors", "optimizer.pt", "rng.pt", "state.json",
+                                "train_state.json"]
     assert all(recorded[name] == hashlib.sha256((ckpt / name).read_bytes()).hexdigest() for name in recorded)
     load_model(ckpt)
     weights = ckpt / "model.safetensors"
@@ -139,5 +151,5 @@ def test_a_damaged_header_without_checksums_is_named_without_weights_only_advice
     with open(ckpt / "rng.pt", "r+b") as f:
         f.truncate(100)
     with pytest.raises(CheckpointError) as e:
-        load_training_state(ckpt, GPT(CFG), torch.optim.AdamW(GPT(CFG).parameters()), None, 0)
+        checkpoint.load(ckpt, {"rng": checkpoint.RNG()})
     assert "cannot be read" in str(e.value) and "weights_only" not in str(e.value)

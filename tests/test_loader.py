@@ -78,7 +78,7 @@ def test_ranks_are_disjoint_and_together_equal_one_process(tmp_path):
 
 def test_too_small_dataset_is_a_clear_error(tmp_path):
     manifest = write_dataset(tmp_path, [20])
-    with pytest.raises(shards.DatasetError, match="smaller training.batch_size"):
+    with pytest.raises(shards.DatasetError, match="smaller training.global_batch_size"):
         Loader(tmp_path, manifest, seq_len=4, batch_size=8, seed=0)
 
 

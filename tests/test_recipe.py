@@ -267,7 +267,7 @@ def test_modern_recipe_learns_and_checkpoints_muon_state(tiny_dataset, tmp_path)
     curve = losses(tmp_path / "run")
     assert abs(curve[1] - math.log(300)) < 1e-3  # zero-init head: uniform logits at the first step
     assert curve[20] < curve[1] - 1.0 and summary["final_val_loss"] < math.log(300) - 1.0
-    state = torch.load(find_checkpoint(tmp_path / "run") / "trainer_state.pt", weights_only=True)["optimizer"]
+    state = torch.load(find_checkpoint(tmp_path / "run") / "optimizer.pt", weights_only=True)
     assert set(state) == {"muon", "adamw"} and state["muon"]["state"]
     model, mcfg, _ = load_model(tmp_path / "run")
     assert mcfg.qk_norm and mcfg.untied_head and model.lm_head.weight.any()

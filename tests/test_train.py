@@ -16,7 +16,7 @@ import torch
 
 import shards
 from tests.conftest import TINY, build_dataset, losses, sample_texts, val_losses, wait_for
-from train.checkpoint import TRAINING_FILES, CheckpointError, find_checkpoint, load_model, verify
+from train.checkpoint import CheckpointError, find_checkpoint, load_model, read_index, verify
 from train.config import Config, ConfigError, load_config
 from train.loader import Loader
 from train.optim import get_lr
@@ -188,7 +188,7 @@ def test_train_writes_a_self_contained_run(tiny_dataset, tmp_path):
     model, mcfg, tok = load_model(run, which="best")
     assert mcfg.vocab_size == 300 and tok == run / "tokenizer.json" and not model.training
     ckpt = find_checkpoint(run)
-    for name in ("trainer_state.pt", "rng.pt"):
+    for name in ("optimizer.pt", "rng.pt"):
         torch.load(ckpt / name, weights_only=True)  # no pickled objects
 
 
@@ -211,8 +211,14 @@ def test_early_stop_after_patience_evaluations_without_a_better_val_loss(tiny_da
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     vals = [r["val_loss"] for r in records if r["type"] == "eval"]
     assert len(vals) == 3 and vals[0] == vals[1] == vals[2]
-    assert find_checkpoint(tmp_path / "run", "best").name == "step_00000002"
+    # the best evaluation fell between checkpoints: its weights alone were written (no full checkpoint)
+    best = find_checkpoint(tmp_path / "run", "best")
+    assert best.name == "best_step_00000002"
+    assert sorted(p.name for p in best.iterdir()) == ["checksums.json", "config.json", "fingerprints.json",
+                                                      "model.safetensors", "state.json", "train_state.json"]
+    load_model(tmp_path / "run", which="best")
     assert find_checkpoint(tmp_path / "run", "latest").name == "step_00000006"
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step_*")) == ["step_00000006"]
 
 
 def test_resume_on_other_dataset_is_refused(tiny_dataset, tmp_path):
@@ -329,7 +335,7 @@ def test_a_flipped_bit_in_the_optimizer_state_is_caught_and_the_run_falls_back(t
     # as a run killed between its checkpoints at steps 20 and 30 leaves it
     shutil.rmtree(run / "checkpoints" / "step_00000030")
     (run / "checkpoints" / "latest").write_text("step_00000020\n")
-    damaged = run / "checkpoints" / "step_00000020" / "trainer_state.pt"
+    damaged = run / "checkpoints" / "step_00000020" / "optimizer.pt"
     flip_bit(damaged, damaged.stat().st_size // 2)  # inside the AdamW moments
     capsys.readouterr()
     train(load_config("demo", LONG), tiny_dataset, run)
@@ -363,11 +369,11 @@ def test_a_checkpoint_without_checksums_that_does_not_parse_is_named(tiny_datase
     train(load_config("demo", TINY + ["training.max_steps=10"]), tiny_dataset, run)
     ckpt = run / "checkpoints" / "step_00000010"
     (ckpt / "checksums.json").unlink()
-    with open(ckpt / "trainer_state.pt", "r+b") as f:
+    with open(ckpt / "optimizer.pt", "r+b") as f:
         f.truncate(f.seek(0, 2) // 2)
     with pytest.raises(CheckpointError) as e:
         train(load_config("demo", TINY + ["training.max_steps=20"]), tiny_dataset, run)
-    assert str(e.value).startswith(f"{ckpt / 'trainer_state.pt'} cannot be read") and "weights_only" not in str(e.value)
+    assert str(e.value).startswith(f"{ckpt / 'optimizer.pt'} cannot be read") and "weights_only" not in str(e.value)
     assert "has no checksums.json" in capsys.readouterr().out
 
 
@@ -447,7 +453,7 @@ def test_a_full_disk_while_checkpointing_names_the_space_and_keeps_the_last_chec
                               f"it needs about 1.4 MiB, ")
     assert "training.keep_checkpoints=3" in message and "it resumes from step_00000005, which is intact" in message
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step_00000005"]  # no partial directory left
-    verify(root / "step_00000005", TRAINING_FILES)
+    verify(root / "step_00000005", read_index(root / "step_00000005")["parts"].values())
     assert find_checkpoint(run).name == "step_00000005"
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from shards import PipelineError, directory_lock
-from train.config import load_config, preset_names
+from train.config import ConfigRequest, preset_names
 from train.trainer import check_dirs, train
 
 EPILOG = """\
@@ -17,8 +17,12 @@ examples:
   torchrun --nproc_per_node 8 -m train --data data/dolma --out runs/75m --config 75m_dolma
   python -m train --data data/demo --out runs/demo --config demo --dry-run
 
-Re-running into a run directory that holds a checkpoint continues from its newest complete one;
-SIGINT/SIGTERM save a checkpoint and exit. Keys other programs rely on: training.max_steps,
+Re-running into a run directory that holds a checkpoint continues from its newest complete one, with
+the run's own config (RUN/config.json): on resume --config may only name what the run was started
+with, and --set may only change the keys that may change mid-run (max_steps, token_budget, the
+intervals, early stopping, keep_checkpoints, device, compile, prefetch, logging, decay_fraction,
+min_lr_ratio); each change is printed and recorded in metrics.jsonl. SIGINT/SIGTERM save a checkpoint
+and exit. Keys other programs rely on: training.max_steps,
 training.batch_size, training.grad_accum_steps, training.lr, training.eval_interval,
 training.checkpoint_interval, training.log_interval, training.seed, training.device (auto, cpu, cuda),
 training.precision (auto, fp32, bf16, fp16), model.seq_len, model.n_layers, model.d_model,
@@ -33,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset directory (manifest.json, tokenizer.json, *.bin)")
     p.add_argument("--out", required=True, help="run directory: config.json, metrics.jsonl, checkpoints/")
     p.add_argument("--config", default=None, metavar="NAME|FILE",
-                   help=f"a preset ({', '.join(preset_names())}) or a JSON file; default: built-in defaults")
+                   help=f"a preset ({', '.join(preset_names())}) or a JSON file; default: the built-in defaults for a "
+                        f"new run, the run's own config on resume")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
                    help="override one config key, e.g. --set training.lr=3e-4 (repeatable; unknown keys are errors)")
     p.add_argument("--resume", action="store_true",
@@ -48,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = ConfigRequest(args.config, tuple(args.overrides))
         check_dirs(Path(args.data), Path(args.out))
         if args.dry_run or int(os.environ.get("RANK", "0")) != 0:
             train(cfg, args.data, args.out, resume=args.resume, dry_run=args.dry_run)

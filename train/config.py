@@ -36,7 +36,9 @@ class TrainingConfig:
     max_steps: int = 1000          # optimizer steps; 0 = derive from token_budget
     token_budget: int = 0          # tokens to train on when max_steps is 0
     batch_size: int = 16           # sequences per micro-batch per process
-    grad_accum_steps: int = 1      # micro-batches per optimizer step (per process)
+    grad_accum_steps: int = 1      # micro-batches per optimizer step per process; follows from global_batch_size
+    global_batch_size: int = 0     # sequences per optimizer step, all processes together; 0 = batch_size x
+    #                                grad_accum_steps x processes when the run starts. Fixed for the life of a run
     lr: float = 6e-4               # peak learning rate
     min_lr_ratio: float = 0.1      # cosine decay floor, as a fraction of lr
     warmup_steps: int = 100
@@ -166,6 +168,7 @@ RULES: dict[str, Rule] = {
     "training.token_budget": integer(0),
     "training.batch_size": integer(1),
     "training.grad_accum_steps": integer(1),
+    "training.global_batch_size": integer(0),       # 0: batch_size x grad_accum_steps x processes at the start
     "training.lr": number(0),                       # 0 trains nothing (weights stay put), which tests use
     "training.min_lr_ratio": number(0, 1),
     "training.warmup_steps": integer(0),
@@ -287,6 +290,109 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> None:
         if section not in sections:
             raise ConfigError(f"--set {item!r}: unknown section {section!r}; valid sections: {', '.join(sections)}")
         set_key(getattr(cfg, section), section, key, value.strip(), f"--set {item!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# resuming: the run's own config, and the keys that may change mid-run
+
+# What a resume may change, and why it is safe: none of these changes the model, the data order, the
+# optimizer's state or what a logged number means. Every other key is fixed for the life of a run.
+MUTABLE_ON_RESUME: dict[str, str] = {
+    "training.max_steps": "a longer or shorter run (the schedule's end moves with it)",
+    "training.token_budget": "a longer or shorter run (the schedule's end moves with it)",
+    "training.decay_fraction": "when schedule=wsd starts its final decay",
+    "training.min_lr_ratio": "where the schedule ends",
+    "training.eval_interval": "how often to evaluate",
+    "training.early_stop_patience": "when to stop early",
+    "training.checkpoint_interval": "how often to checkpoint",
+    "training.keep_checkpoints": "how many checkpoints to keep",
+    "training.log_interval": "how often to log",
+    "training.batch_size": "the micro-batch per process (the accumulation follows; the global batch stays)",
+    "training.device": "where to train (the state moves with the run)",
+    "training.compile": "whether to compile (the same arithmetic)",
+    "data.prefetch": "how far the loader reads ahead",
+    "logging.tensorboard": "where to log",
+    "logging.wandb": "where to log",
+    "logging.wandb_project": "where to log",
+    "logging.run_name": "where to log",
+}
+
+
+@dataclass(frozen=True)
+class ConfigRequest:
+    """What a command line asks for: ``--config`` (a preset name or JSON file; None for none) and ``--set``.
+
+    For a new run it resolves like :func:`load_config` (None: the built-in defaults). On resume the run's
+    own config is the base: with no ``--config`` the ``--set`` overrides apply to it; with one, the preset
+    must resolve to the run's config (see :func:`resume_changes`)."""
+    preset: str | None = None
+    overrides: tuple[str, ...] = ()
+
+    def resolve(self, base: Config | None = None) -> Config:
+        """The config asked for; ``base`` is the run's own config when resuming."""
+        if base is None or self.preset is not None:
+            return load_config(self.preset, list(self.overrides))
+        cfg = Config.from_dict(base.to_dict())
+        apply_overrides(cfg, list(self.overrides))
+        cfg.validate()
+        return cfg
+
+
+def resolve_batch(cfg: Config, world_size: int, new_run: bool) -> None:
+    """Fix ``training.global_batch_size`` and derive ``grad_accum_steps`` for ``world_size`` processes.
+
+    A new run's global batch is ``global_batch_size`` if set (then ``grad_accum_steps`` must be its default
+    1 or agree), else ``batch_size x grad_accum_steps x world_size``, so every preset keeps its meaning.
+    From then on the global batch is the run's: on any number of processes each takes ``batch_size``
+    sequences a micro-batch and ``global / (batch_size x world_size)`` micro-batches a step, which must
+    divide evenly (ConfigError naming the micro-batches that would)."""
+    t = cfg.training
+    if t.global_batch_size == 0:
+        t.global_batch_size = t.batch_size * t.grad_accum_steps * world_size
+        return
+    per_micro = t.batch_size * world_size
+    accum, left = divmod(t.global_batch_size, per_micro)
+    if left or accum == 0:
+        fits = [b for b in range(1, t.global_batch_size // world_size + 1)
+                if t.global_batch_size % (b * world_size) == 0]
+        worlds = [w for w in range(1, t.global_batch_size + 1) if t.global_batch_size % (t.batch_size * w) == 0]
+        remedy = (f"set training.batch_size to one of {', '.join(map(str, fits))} (--set training.batch_size=B)"
+                  if fits else f"no micro-batch splits it evenly on {world_size} process(es)")
+        raise ConfigError(
+            f"training.global_batch_size={t.global_batch_size} sequences a step cannot be split into micro-batches of "
+            f"training.batch_size={t.batch_size} on {world_size} process(es): {remedy}; or run on "
+            f"{' or '.join(map(str, worlds))} process(es), which split it with this micro-batch")
+    if new_run and t.grad_accum_steps not in (1, accum):
+        raise ConfigError(
+            f"training.grad_accum_steps={t.grad_accum_steps} disagrees with training.global_batch_size="
+            f"{t.global_batch_size} (batch_size {t.batch_size} x {world_size} process(es) x accumulation {accum}); "
+            f"set only one of them")
+    t.grad_accum_steps = accum
+
+
+def flat(cfg: Config) -> dict[str, Any]:
+    """{"section.key": value} of every key."""
+    return {f"{section}.{key}": value for section, values in cfg.to_dict().items() for key, value in values.items()}
+
+
+def resume_changes(saved: Config, requested: Config, run_dir: str) -> list[dict]:
+    """The keys ``requested`` changes from the config a run was saved with, as ``[{"key", "from", "to"}]``.
+
+    Raises one ConfigError naming every key that may not change mid-run (see MUTABLE_ON_RESUME), with
+    both values and what to do."""
+    before, after = flat(saved), flat(requested)
+    # the accumulation is derived again for this number of processes (resolve_batch): not a change of its own
+    changes = [{"key": k, "from": before[k], "to": after[k]} for k in before
+               if before[k] != after[k] and k != "training.grad_accum_steps"]
+    refused = [c for c in changes if c["key"] not in MUTABLE_ON_RESUME]
+    if refused:
+        rows = "; ".join(f"{c['key']}: the run has {c['from']!r}, this command asks for {c['to']!r}" for c in refused)
+        raise ConfigError(
+            f"refusing to resume {run_dir} with other settings ({rows}). A run continues with its own config "
+            f"({run_dir}/config.json): rerun without --config and without these --set options. Keys that may "
+            f"change mid-run: {', '.join(MUTABLE_ON_RESUME)}. To train with other settings, start a new run "
+            f"(another --out), e.g. from these weights with --init-from {run_dir}")
+    return changes
 
 
 def preset_names() -> list[str]:

@@ -33,7 +33,7 @@ from tokenizers import Tokenizer
 
 import shards
 import tokenizer as tk
-from train.checkpoint import find_checkpoint, load_model, read_state
+from train.checkpoint import STATE_NAME, find_checkpoint, load_model, read_index
 from train.generate import STOP_EOT, generate_ids, pick_device, read_prompts
 from train.loader import ValWindows
 from train.model import GPT
@@ -292,7 +292,7 @@ def main(argv=None) -> int:
         ckpt = find_checkpoint(args.checkpoint, args.which)
         model, _, tokenizer_path = load_model(ckpt, device=device)
         evaluator = LLMEvaluator(model, tokenizer_path)
-        report = {"checkpoint": str(ckpt), "step": read_state(ckpt).get("step") if (ckpt / "state.json").exists()
+        report = {"checkpoint": str(ckpt), "step": read_index(ckpt)["step"] if (ckpt / STATE_NAME).exists()
                   else None}
         report.update(evaluator.comprehensive_evaluation(args.data, prompts, args.max_windows, args.batch_size,
                                                          args.max_new_tokens, speed=not args.no_speed, seed=args.seed))

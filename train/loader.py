@@ -8,11 +8,13 @@ shards in manifest order.
 
 Training walks a seeded permutation of all windows, a new one per epoch. The whole state is
 ``(seed, epoch, position)``, ``position`` counting windows of the permutation already consumed by
-all processes together. A global batch is ``perm[position : position + batch_size * world_size]``
-and rank ``r`` takes every ``world_size``-th window of it starting at ``r``: ranks read disjoint
-windows, together they read the same ones as a single process, and a checkpoint resumes exactly
-with any number of processes. An epoch ends when the next global batch would run past the last
-window (the remainder of that permutation is skipped).
+all processes together. A micro-batch of all processes is ``perm[position : position + batch_size *
+world_size]`` and rank ``r`` takes every ``world_size``-th window of it starting at ``r``: ranks read
+disjoint windows, together they read the same ones as a single process. An optimizer step reads
+``step_windows`` (the global batch) windows in a row, whatever the number of processes and micro-batches
+it is split into, and an epoch ends when the next step's windows would run past the last window (the
+remainder of that permutation is skipped): so 2 processes x accumulation k read exactly what 1 process
+x accumulation 2k reads, and a checkpoint resumes exactly with any number of processes.
 
 Memory: shards are mapped once. Pages that random reads touch count toward the process's RSS, so
 after every ``release_bytes`` of reads the mappings are ``madvise(MADV_DONTNEED)``-ed: the pages
@@ -135,15 +137,19 @@ class Loader:
 
     def __init__(self, data_dir: str | Path, manifest: dict, seq_len: int, batch_size: int, seed: int,
                  device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1, prefetch: int = 4,
-                 split: str = "train", release_bytes: int = 256 << 20):
+                 split: str = "train", release_bytes: int = 256 << 20, step_windows: int | None = None):
         self.windows = TokenWindows(data_dir, manifest, split, seq_len, release_bytes)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-        self.global_batch = batch_size * world_size
-        if self.windows.n_windows < self.global_batch:
+        self.global_batch = batch_size * world_size  # one micro-batch of all processes
+        self.step_windows = step_windows or self.global_batch  # one optimizer step: a multiple of global_batch
+        if self.step_windows % self.global_batch:
+            raise ValueError(f"step_windows {self.step_windows} is not a multiple of batch_size x world_size "
+                             f"{self.global_batch}")
+        if self.windows.n_windows < self.step_windows:
             raise shards.DatasetError(
                 f"the {split} split of {data_dir} has {self.windows.n_windows} windows of seq_len + 1 = "
-                f"{seq_len + 1} tokens, fewer than one global batch ({batch_size} x {world_size} processes); "
-                f"use a smaller training.batch_size or model.seq_len, or a bigger dataset")
+                f"{seq_len + 1} tokens, fewer than one global batch ({self.step_windows} sequences); "
+                f"use a smaller training.global_batch_size (or batch_size) or model.seq_len, or a bigger dataset")
         self.seed, self.epoch, self.position = seed, 0, 0
         self.device = torch.device(device)
         self.prefetch = max(1, prefetch)
@@ -163,7 +169,10 @@ class Loader:
 
     def windows_for(self, epoch: int, position: int) -> tuple[np.ndarray, int, int]:
         """(this rank's window ids of the batch at (epoch, position), next epoch, next position)."""
-        if position + self.global_batch > self.windows.n_windows:
+        n = self.windows.n_windows
+        starts_step = position % self.step_windows == 0
+        # (the second test only matters for a position saved by a loader that wrapped per micro-batch)
+        if (starts_step and position + self.step_windows > n) or position + self.global_batch > n:
             epoch, position = epoch + 1, 0
         if epoch != self._perm_epoch:
             self._perm, self._perm_epoch = permutation(self.seed, epoch, self.windows.n_windows), epoch

@@ -1,9 +1,11 @@
 """The training loop: ``train(cfg, data_dir, run_dir)``.
 
 One process, or one per accelerator under ``torchrun`` (DDP: NCCL on CUDA, gloo on CPU). Each
-optimizer step takes ``grad_accum_steps`` micro-batches of ``batch_size`` windows per process.
-Logged losses are means over the micro-batches of all processes, so 2 processes x accumulation k
-log the same losses as 1 process x accumulation 2k.
+optimizer step takes ``training.global_batch_size`` windows, fixed when the run starts: each process
+takes ``grad_accum_steps`` micro-batches of ``batch_size``, the accumulation following from the number
+of processes. Logged losses are means over the micro-batches of all processes, so 2 processes x
+accumulation k log the same losses as 1 process x accumulation 2k, and a run resumed on another
+number of processes goes on as it would have.
 
 The loop never waits on the device for logging between log points: per-step losses and gradient
 norms stay on the device and are read in one transfer at each log, evaluation or checkpoint, which
@@ -37,7 +39,15 @@ import torch.distributed as dist
 
 import shards
 from train import checkpoint as ckpt
-from train.config import Config, ConfigError, TrainingConfig
+from train.config import (
+    MUTABLE_ON_RESUME,
+    Config,
+    ConfigError,
+    ConfigRequest,
+    TrainingConfig,
+    resolve_batch,
+    resume_changes,
+)
 from train.loader import IGNORE_TARGET, Loader, ValWindows
 from train.model import GPT, peak_flops
 from train.optim import build_optimizer, set_lr
@@ -62,19 +72,23 @@ class Dist:
         return self.rank == 0
 
 
-def setup_distributed(device_name: str) -> tuple[Dist, bool]:
+def setup_distributed() -> tuple[Dist, bool]:
     """Join the process group torchrun set up (RANK, WORLD_SIZE, LOCAL_RANK in the environment).
 
-    Returns the ranks and whether this call created the group (and so should destroy it)."""
+    The group is joined before the config is known (rank 0 reads it from the run directory on resume and
+    hands it to the others), so on a machine with CUDA it carries both backends: NCCL for tensors on the
+    GPU, gloo for tensors on the CPU. Returns the ranks and whether this call created the group (and so
+    should destroy it)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Dist(), False
     d = Dist(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"]))
     if dist.is_initialized():
         return d, False
-    backend = "nccl" if device_name == "cuda" else "gloo"
-    if backend == "nccl":
+    if torch.cuda.is_available():
         torch.cuda.set_device(d.local_rank)
-    dist.init_process_group(backend=backend)
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl")
+    else:
+        dist.init_process_group(backend="gloo")
     return d, True
 
 
@@ -112,7 +126,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
 def steps_for(cfg: Config, world_size: int) -> tuple[int, int]:
     """(tokens per optimizer step, number of optimizer steps)."""
     t = cfg.training
-    per_step = t.batch_size * t.grad_accum_steps * world_size * cfg.model.seq_len
+    per_step = t.global_batch_size * cfg.model.seq_len
     steps = t.max_steps if t.max_steps > 0 else math.ceil(t.token_budget / per_step)
     return per_step, steps
 
@@ -276,6 +290,7 @@ class TrainState:
     last_val_loss: float | None = None
     elapsed_before: float = 0.0            # seconds trained by earlier processes of this run
     started: float = field(default_factory=time.time)  # when this process started training (time.time())
+    changes: list[dict] = field(default_factory=list)  # config changes made on resume: {"step", "key", "from", "to"}
 
     @property
     def elapsed_s(self) -> float:
@@ -284,13 +299,14 @@ class TrainState:
     def state_dict(self) -> dict:
         return {"step": self.step, "tokens": self.tokens, "best_val_loss": self.best_val_loss,
                 "evals_since_best": self.evals_since_best, "last_val_loss": self.last_val_loss,
-                "elapsed_s": self.elapsed_s}
+                "elapsed_s": self.elapsed_s, "changes": self.changes}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.tokens = state["step"], state["tokens"]
         self.best_val_loss, self.evals_since_best = state["best_val_loss"], state["evals_since_best"]
         self.last_val_loss = state.get("last_val_loss")
         self.elapsed_before, self.started = state["elapsed_s"], time.time()
+        self.changes = list(state.get("changes", []))
 
 
 @dataclass
@@ -309,6 +325,7 @@ class Run:
     tokens_per_step: int
     max_steps: int
     resume_from: Path | None          # the checkpoint this run continues from
+    changes: list[dict]               # config keys this process changed from the checkpoint's: {"key", "from", "to"}
     model: GPT                        # the plain module: parameters, state dicts
     train_model: torch.nn.Module      # what the loop calls: model inside DDP and/or torch.compile
     ddp: torch.nn.Module              # model inside DDP (its no_sync()), or model itself
@@ -320,6 +337,9 @@ class Run:
     flops_per_token: float
     peak: float | None                # dense peak FLOP/s of the accelerator, None when unknown
     last_checkpoint: str | None = None  # the newest complete checkpoint, named when the run stops on an error
+    writer: ckpt.Writer = field(default_factory=ckpt.Writer)        # checkpoints, written in the background
+    host_copies: ckpt.HostCopies = field(default_factory=ckpt.HostCopies)  # the snapshots' host buffers
+    parts: dict = field(default_factory=dict)  # what a checkpoint holds (checkpoint_parts), set by restore()
 
     @property
     def n_params(self) -> int:
@@ -344,15 +364,19 @@ def due_at(step: int, max_steps: int, t: TrainingConfig) -> Due:
 # ---------------------------------------------------------------------------------------------------
 # train(): wiring
 
-def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, resume: bool = False,
+def train(cfg: Config | ConfigRequest, data_dir: str | Path, run_dir: str | Path, resume: bool = False,
           dry_run: bool = False) -> dict:
     """Train per ``cfg`` on the dataset in ``data_dir``, writing ``run_dir``; returns the summary dict.
 
     Continues from ``run_dir``'s newest complete checkpoint when there is one (``resume`` only makes
-    its absence worth a note).
+    its absence worth a note), with the config that checkpoint was trained with. ``cfg`` is what the
+    caller asks for: a :class:`Config` (every key) or a :class:`ConfigRequest` (a command line's
+    ``--config`` and ``--set``); on resume it may change only the keys of ``MUTABLE_ON_RESUME``, and
+    each change is printed and recorded (ConfigError for any other).
     """
     with contextlib.ExitStack() as cleanup:  # on every exit: the loader thread, metrics files, process group
         run = setup(cfg, Path(data_dir), Path(run_dir), resume, cleanup)
+        cleanup.callback(run.writer.join)  # a checkpoint being written is finished, whatever stops the run
         if dry_run:
             return dry_run_report(run)
         state = restore(run)
@@ -369,24 +393,24 @@ def check_dirs(data_dir: Path, run_dir: Path) -> None:
                           f"e.g. runs/NAME")
 
 
-def setup(cfg: Config, data_dir: Path, run_dir: Path, resume: bool, cleanup: contextlib.ExitStack) -> Run:
-    """Join the process group, open the data, find the checkpoint to continue from, build the model."""
-    cfg.validate()
+def setup(request: Config | ConfigRequest, data_dir: Path, run_dir: Path, resume: bool,
+          cleanup: contextlib.ExitStack) -> Run:
+    """Join the process group, open the data, find the checkpoint and config to continue from, build the model."""
     check_dirs(data_dir, run_dir)
-    t = cfg.training
-    d, owns_group = setup_distributed("cuda" if t.device == "cuda" or
-                                      (t.device == "auto" and torch.cuda.is_available()) else "cpu")
+    d, owns_group = setup_distributed()
     if owns_group:
         cleanup.callback(dist.destroy_process_group)
     say = print if d.main else (lambda *a, **k: None)
-    device = resolve_device(t.device, d)
-    precision = resolve_precision(t.precision, device)
 
     manifest = shards.load_manifest(data_dir)
-    cfg.model.vocab_size = int(manifest["vocab_size"])
     data_fp, tok_fp = shards.dataset_fingerprint(manifest), manifest["tokenizer_sha256"]
+    resume_from, config, changes = on_rank0(
+        d, lambda: find_start(request, manifest, data_dir, run_dir, data_fp, tok_fp, resume, d.world_size, say))
+    cfg = Config.from_dict(config)
+    t = cfg.training
+    device = resolve_device(t.device, d)
+    precision = resolve_precision(t.precision, device)
     tokens_per_step, max_steps = steps_for(cfg, d.world_size)
-    resume_from = on_rank0(d, lambda: resume_point(cfg, data_dir, run_dir, data_fp, tok_fp, resume, say))
 
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     if device.type == "cuda":
@@ -394,7 +418,7 @@ def setup(cfg: Config, data_dir: Path, run_dir: Path, resume: bool, cleanup: con
         torch.backends.cudnn.allow_tf32 = True
     model = GPT(cfg.model).to(device)
     loader = Loader(data_dir, manifest, cfg.model.seq_len, t.batch_size, t.seed, device, d.rank, d.world_size,
-                    cfg.data.prefetch)
+                    cfg.data.prefetch, step_windows=t.global_batch_size)
     cleanup.callback(loader.close)
     val = ValWindows(data_dir, manifest, cfg.model.seq_len, t.eval_windows)
 
@@ -412,18 +436,60 @@ def setup(cfg: Config, data_dir: Path, run_dir: Path, resume: bool, cleanup: con
             f"(bf16 and TF32) to PEAK_FLOPS in train/model.py")
     return Run(cfg=cfg, d=d, say=say, data_dir=data_dir, run_dir=run_dir, manifest=manifest, data_fp=data_fp,
                tok_fp=tok_fp, device=device, precision=precision, tokens_per_step=tokens_per_step,
-               max_steps=max_steps, resume_from=resume_from, model=model, train_model=train_model, ddp=ddp,
-               optimizer=build_optimizer(model, cfg, device),
+               max_steps=max_steps, resume_from=resume_from, changes=changes, model=model, train_model=train_model,
+               ddp=ddp, optimizer=build_optimizer(model, cfg, device),
                scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None, loader=loader, val=val,
                autocast=torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext(),
                flops_per_token=model.estimate_flops_per_token(), peak=peak,
                last_checkpoint=str(resume_from) if resume_from else None)
 
 
-def resume_point(cfg: Config, data_dir: Path, run_dir: Path, data_fp: str, tok_fp: str, resume: bool,
-                 say) -> Path | None:
-    """The checkpoint of ``run_dir`` to continue from, checked against this data and config; None for a
-    new run. Falls back past a missing or damaged newest checkpoint to the newest intact one, saying so;
+class Start(NamedTuple):
+    """Where a run starts: the checkpoint it continues from (None for a new run), the config it trains
+    with (``Config.to_dict()``) and the keys that config changes from the checkpoint's."""
+    checkpoint: Path | None
+    config: dict
+    changes: list[dict]
+
+
+def find_start(request: Config | ConfigRequest, manifest: dict, data_dir: Path, run_dir: Path, data_fp: str,
+               tok_fp: str, resume: bool, world_size: int, say) -> Start:
+    """The checkpoint to continue from and the config to train with; runs on rank 0 only.
+
+    A new run trains with what ``request`` asks for, its global batch fixed for ``world_size`` processes.
+    A resumed one with its checkpoint's config and global batch, changed only where ``request`` asks for
+    a change that may be made mid-run (each printed); its accumulation follows from ``world_size``."""
+    checkpoint = resume_point(data_dir, run_dir, data_fp, tok_fp, resume, say)
+    saved = None if checkpoint is None else Config.from_dict(ckpt.read_config(checkpoint),
+                                                             f"{checkpoint / ckpt.CONFIG_NAME}")
+    cfg = request.resolve(saved) if isinstance(request, ConfigRequest) else Config.from_dict(request.to_dict())
+    cfg.model.vocab_size = int(manifest["vocab_size"])
+    cfg.validate()
+    if saved is None:
+        resolve_batch(cfg, world_size, new_run=True)
+        return Start(None, cfg.to_dict(), [])
+    saved_world = int(ckpt.read_part(checkpoint, "process").get("world_size") or 1)
+    if saved.training.global_batch_size == 0:  # saved before the global batch was recorded: what it trained with
+        resolve_batch(saved, saved_world, new_run=True)
+    if cfg.training.global_batch_size == 0:  # not asked for: the run's own
+        cfg.training.global_batch_size = saved.training.global_batch_size
+    changes = resume_changes(saved, cfg, str(run_dir))
+    resolve_batch(cfg, world_size, new_run=False)
+    for c in changes:
+        say(f"resume: {c['key']} changes from {c['from']!r} to {c['to']!r} ({MUTABLE_ON_RESUME[c['key']]}); "
+            f"recorded in the run")
+    if world_size != saved_world:
+        t = cfg.training
+        say(f"resume: the run was trained by {saved_world} process(es), now {world_size}: each takes "
+            f"{t.grad_accum_steps} micro-batch(es) of {t.batch_size} a step, so the global batch stays "
+            f"{t.global_batch_size} sequences ({t.global_batch_size * cfg.model.seq_len:,} tokens) and the data order "
+            f"is the same")
+    return Start(checkpoint, cfg.to_dict(), changes)
+
+
+def resume_point(data_dir: Path, run_dir: Path, data_fp: str, tok_fp: str, resume: bool, say) -> Path | None:
+    """The checkpoint of ``run_dir`` to continue from, checked against this data; None for a new run.
+    Falls back past a missing or damaged newest checkpoint to the newest intact one, saying so;
     refuses (CheckpointError) when checkpoints are there but none is usable. Runs on rank 0 only."""
     ckpt_dir, passed_over = ckpt.resume_checkpoint(run_dir)
     if ckpt_dir is None:
@@ -441,19 +507,14 @@ def resume_point(cfg: Config, data_dir: Path, run_dir: Path, data_fp: str, tok_f
     if ckpt.recorded_checksums(ckpt_dir) is None:
         say(f"note: {ckpt_dir} has no {ckpt.CHECKSUMS_NAME} (written before checkpoints recorded checksums); "
             f"resuming from it unverified")
-    state = ckpt.read_state(ckpt_dir)
-    for what, saved, now in (("dataset", state["dataset_fingerprint"], data_fp),
-                             ("tokenizer", state["tokenizer_fingerprint"], tok_fp)):
+    fingerprints = ckpt.read_part(ckpt_dir, "fingerprints")
+    for what, saved, now in (("dataset", fingerprints["dataset_fingerprint"], data_fp),
+                             ("tokenizer", fingerprints["tokenizer_fingerprint"], tok_fp)):
         if saved != now:
             raise TrainingError(
                 f"refusing to resume {run_dir}: its checkpoint {ckpt_dir.name} was trained on {what} "
                 f"fingerprint {saved}, but {data_dir} has {what} fingerprint {now}. Use the original "
                 f"dataset, or start a new run with a different --out")
-    saved_model = ckpt.read_config(ckpt_dir)["model"]
-    diff = {k: (v, getattr(cfg.model, k)) for k, v in saved_model.items() if getattr(cfg.model, k) != v}
-    if diff:
-        raise TrainingError(f"refusing to resume {run_dir}: the model config differs from its checkpoint "
-                            f"(key: (checkpoint, now)) {diff}; use the same --config/--set, or a new --out")
     return ckpt_dir
 
 
@@ -485,8 +546,8 @@ def dry_run_report(run: Run) -> dict:
     say(f"parameters: {run.n_params:,} (plus {cfg.model.seq_len * cfg.model.d_model if not cfg.model.rope else 0:,} "
         f"position embedding)")
     say(f"device {run.device}, precision {run.precision}, {run.d.world_size} process(es)")
-    say(f"tokens per step: {run.tokens_per_step:,} = batch {t.batch_size} x accumulation {t.grad_accum_steps} x "
-        f"{run.d.world_size} process(es) x seq_len {cfg.model.seq_len}")
+    say(f"tokens per step: {run.tokens_per_step:,} = global batch {t.global_batch_size} (micro-batch {t.batch_size} x "
+        f"accumulation {t.grad_accum_steps} x {run.d.world_size} process(es)) x seq_len {cfg.model.seq_len}")
     budget = f" (token budget {t.token_budget:,})" if t.max_steps <= 0 else ""
     say(f"steps: {run.max_steps:,}{budget} = {run.max_steps * run.tokens_per_step:,} tokens, "
         f"{run.max_steps * run.tokens_per_step / max(1, n_windows * cfg.model.seq_len):.2f} epochs")
@@ -496,16 +557,41 @@ def dry_run_report(run: Run) -> dict:
     return {"dry_run": True, "params": run.n_params, "max_steps": run.max_steps, "tokens_per_step": run.tokens_per_step}
 
 
+def checkpoint_parts(run: Run, state: TrainState) -> dict[str, ckpt.Stateful | None]:
+    """What a checkpoint holds, by name (train/checkpoint.py stores and restores each); adding a part (EMA
+    weights, say) is one line here."""
+    d = run.d
+
+    def gather(mine: dict) -> list[dict]:
+        ranks = [None] * d.world_size
+        dist.all_gather_object(ranks, mine)
+        return ranks
+    return {
+        "model": ckpt.Weights(run.model),
+        "optimizer": run.optimizer,
+        "scaler": run.scaler,  # fp16 only
+        "loader": run.loader,
+        "train_state": state,
+        "rng": ckpt.RNG(d.rank, gather if d.world_size > 1 else None),
+        "fingerprints": ckpt.Record({"dataset_fingerprint": run.data_fp, "tokenizer_fingerprint": run.tok_fp,
+                                     "eot_id": run.manifest["eot_id"]}),
+        "process": ckpt.Record({"world_size": d.world_size, "precision": run.precision, "device": run.device.type,
+                                "torch": torch.__version__}),
+        "config": ckpt.Record(run.cfg.to_dict()),
+    }
+
+
+BEST_PARTS = ("model", "config", "train_state", "fingerprints")  # what the best weights between checkpoints hold
+
+
 def restore(run: Run) -> TrainState:
-    """A fresh state, or the one of ``run.resume_from`` with model, optimizer, scaler, loader and RNGs."""
+    """A fresh state, or the one of ``run.resume_from`` with every part of the checkpoint restored."""
     state = TrainState()
+    run.parts = checkpoint_parts(run, state)
     if run.resume_from is None:
         return state
-    saved, rng = ckpt.load_training_state(run.resume_from, run.model, run.optimizer, run.scaler, run.d.rank)
-    state.load_state_dict(saved)
-    run.loader.load_state_dict(saved["loader"])
-    if rng:
-        ckpt.set_rng_state(rng)
+    ckpt.load(run.resume_from, run.parts, verified=True)  # resume_checkpoint checked every file, once
+    state.changes += [{"step": state.step, **c} for c in run.changes]
     run.say(f"resuming from {run.resume_from} (step {state.step:,}, {state.tokens:,} tokens)")
     return state
 
@@ -515,7 +601,10 @@ def open_run_dir(run: Run, state: TrainState) -> Metrics:
     run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / ckpt.CONFIG_NAME).write_text(json.dumps(run.cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
     shutil.copyfile(run.data_dir / shards.TOKENIZER_NAME, run.run_dir / shards.TOKENIZER_NAME)
-    return Metrics(run.run_dir, run.cfg, state.step, run.say)
+    metrics = Metrics(run.run_dir, run.cfg, state.step, run.say)
+    if run.changes:
+        metrics.log({"type": "config", "step": state.step, "changes": run.changes})
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -555,11 +644,14 @@ def fit(run: Run, state: TrainState, metrics: Metrics | None) -> dict:
                     stop_reason = f"early stop: no better val loss in {state.evals_since_best} evaluations"
             if signalled:
                 stop_reason = f"stopped by signal {signalled}; continue with --resume"
-            if due.checkpoint or is_best or stop_reason != FINISHED:
-                save(run, state, is_best)
-            meter.exclude(time.time() - now)  # evaluation and checkpoint time is not training throughput
+            if due.checkpoint or stop_reason != FINISHED:
+                save(run, state, best=is_best)
+            elif is_best:  # the best weights alone, between checkpoints
+                save(run, state, best=True, names=BEST_PARTS)
+            meter.exclude(time.time() - now)  # evaluation and checkpoint time is not step throughput
             if stop_reason != FINISHED:
                 break
+    run.last_checkpoint = on_rank0(d, finish_writes(run))
     return summarize(run, state, last_loss, stop_reason)
 
 
@@ -607,6 +699,7 @@ def read_back(run: Run, pending: list[tuple[int, torch.Tensor, torch.Tensor]],
     rows = values.tolist()
     for (step, _, _), (loss, _) in zip(pending, rows, strict=True):
         if not math.isfinite(loss):
+            run.writer.join()  # a checkpoint being written (of a finite step) completes: name it
             raise TrainingError(
                 f"loss is {loss} at step {step}; stopping. Last good checkpoint: {run.last_checkpoint or 'none'}. "
                 f"Lower training.lr, raise training.warmup_steps or use training.precision=fp32/bf16, "
@@ -615,18 +708,22 @@ def read_back(run: Run, pending: list[tuple[int, torch.Tensor, torch.Tensor]],
 
 
 class Throughput:
-    """Tokens/s and the ETA between two log points, leaving out evaluation and checkpoint time."""
+    """Tokens/s between two log points: of the steps alone (evaluation and checkpoint time left out: what
+    MFU is computed from) and by the wall clock (everything in: what the user gets), and the ETA."""
 
     def __init__(self, state: TrainState):
-        state.started = self.since = time.time()
+        state.started = self.since = self.wall_since = time.time()
         self.tokens, self.step = state.tokens, state.step
 
-    def read(self, state: TrainState, max_steps: int, now: float) -> tuple[float, float]:
-        """(tokens/s, seconds left) since the last read; the next read counts from ``now``."""
-        tok_s = (state.tokens - self.tokens) / max(now - self.since, 1e-9)
-        eta = (max_steps - state.step) * (now - self.since) / max(1, state.step - self.step)
-        self.since, self.tokens, self.step = now, state.tokens, state.step
-        return tok_s, eta
+    def read(self, state: TrainState, max_steps: int, now: float) -> tuple[float, float, float]:
+        """(step tokens/s, wall-clock tokens/s, seconds left at the wall-clock pace) since the last read;
+        the next read counts from ``now``."""
+        tokens = state.tokens - self.tokens
+        tok_s, wall_tok_s = tokens / max(now - self.since, 1e-9), tokens / max(now - self.wall_since, 1e-9)
+        eta = (max_steps - state.step) * (now - self.wall_since) / max(1, state.step - self.step)
+        self.since = self.wall_since = now
+        self.tokens, self.step = state.tokens, state.step
+        return tok_s, wall_tok_s, eta
 
     def exclude(self, seconds: float) -> None:
         self.since += seconds
@@ -634,11 +731,12 @@ class Throughput:
 
 def log_train(run: Run, metrics: Metrics | None, state: TrainState, meter: Throughput, now: float, lr: float,
               loss: float, grad_norm: float) -> None:
-    tok_s, eta = meter.read(state, run.max_steps, now)
+    tok_s, wall_tok_s, eta = meter.read(state, run.max_steps, now)
     record = {"type": "train", "step": state.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-              "tokens": state.tokens, "tokens_per_s": tok_s, "elapsed_s": state.elapsed_before + now - state.started}
+              "tokens": state.tokens, "tokens_per_s": tok_s, "wall_tokens_per_s": wall_tok_s,
+              "elapsed_s": state.elapsed_before + now - state.started}
     line = (f"step {state.step:>7,}/{run.max_steps:,} | loss {loss:.4f} | lr {lr:.2e} | "
-            f"grad norm {grad_norm:.3f} | {tok_s:,.0f} tok/s | ETA {_fmt_time(eta)}")
+            f"grad norm {grad_norm:.3f} | {tok_s:,.0f} tok/s ({wall_tok_s:,.0f} wall) | ETA {_fmt_time(eta)}")
     if run.peak:
         record["mfu"] = run.flops_per_token * tok_s / run.d.world_size / run.peak
         line += f" | MFU {100 * record['mfu']:.1f}%"
@@ -663,22 +761,37 @@ def run_eval(run: Run, metrics: Metrics | None, state: TrainState, lr: float, lo
     return is_best
 
 
-def save(run: Run, state: TrainState, is_best: bool) -> None:
-    """Write a checkpoint of the model, optimizer, loader, RNGs (every rank's) and ``state`` (rank 0)."""
-    d = run.d
-    rngs = [ckpt.rng_state()]
-    if d.world_size > 1:
-        rngs = [None] * d.world_size
-        dist.all_gather_object(rngs, ckpt.rng_state())
+def finish_writes(run: Run) -> Callable[[], str | None]:
+    """(For on_rank0.) Wait for the checkpoint being written, if any; its error is raised here (on every rank,
+    through on_rank0). Returns the newest complete checkpoint."""
+    def wait() -> str | None:
+        run.writer.wait()
+        return run.last_checkpoint
+    return wait
 
-    def write() -> str:
-        saved = {**state.state_dict(), "loader": run.loader.state_dict(), "dataset_fingerprint": run.data_fp,
-                 "tokenizer_fingerprint": run.tok_fp, "eot_id": run.manifest["eot_id"], "precision": run.precision,
-                 "world_size": d.world_size}
-        return str(ckpt.save_checkpoint(run.run_dir, state.step, run.model, run.optimizer, run.scaler, saved,
-                                        run.cfg.to_dict(), rngs, run.cfg.training.keep_checkpoints, is_best))
-    # no rank runs ahead of the checkpoint, and all of them learn where it is (or why it failed)
-    run.last_checkpoint = on_rank0(d, write)
+
+def save(run: Run, state: TrainState, best: bool = False, names: tuple[str, ...] | None = None) -> None:
+    """Checkpoint ``state`` and the run's parts (``names`` of them; all by default) without stalling training.
+
+    Every rank takes part (the RNG states are gathered); rank 0 first waits for the previous write (its
+    failure is raised on every rank), then copies the parts to host memory and hands them to the
+    background writer. A full checkpoint becomes ``latest`` (and ``best`` if ``best``); the best weights
+    alone (``names=BEST_PARTS``) are written as ``best_step_*`` and become ``best``."""
+    t = run.cfg.training
+    run.last_checkpoint = on_rank0(run.d, finish_writes(run))  # one write in flight; its buffers are free again
+    parts = run.parts if names is None else {name: run.parts[name] for name in names}
+    snap = ckpt.snapshot(parts, run.d.main, run.host_copies)
+    if not run.d.main:
+        return
+    full = names is None
+    pointers = ("latest", "best") if full and best else ("latest",) if full else ("best",)
+    prefix = ckpt.STEP_PREFIX if full else ckpt.BEST_PREFIX
+
+    def job() -> None:
+        path = ckpt.write(run.run_dir, state.step, snap, t.keep_checkpoints, pointers, prefix)
+        if full:
+            run.last_checkpoint = str(path)
+    run.writer.submit(job)
 
 
 def summarize(run: Run, state: TrainState, last_loss: float | None, stop_reason: str) -> dict:
