@@ -26,6 +26,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from tokenizers import Tokenizer
+from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+from torch._dynamo.utils import counters
 
 import shards
 import tokenizer as tk
@@ -399,6 +401,7 @@ def load_tool(name: str):
     """``tools/NAME.py`` as a module (the tools are scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(f"tools_{name}", ROOT / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import registers it: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -414,6 +417,35 @@ TINY = ["model.seq_len=32", "model.n_layers=2", "model.d_model=64", "model.n_hea
 def losses(run: Path) -> dict[int, float]:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in records if r["type"] == "train"}
+
+
+def val_losses(run: Path) -> dict[int, float]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["val_loss"] for r in records if r["type"] == "eval"}
+
+
+class Compiled:
+    """What torch.compile did in this process since the ``compiled`` fixture started."""
+
+    @staticmethod
+    def graphs() -> int:
+        """Graphs compiled for GPT.forward: one per grad mode, train/eval mode and input shape it met."""
+        return len(_debug_get_cache_entry_list(GPT.forward.__code__))
+
+    @staticmethod
+    def graph_breaks() -> dict[str, int]:
+        return dict(counters["graph_break"])
+
+
+@pytest.fixture
+def compiled():
+    """An empty torch.compile cache and counters (an earlier test's graphs would otherwise be reused, and
+    its recompiles counted), emptied again after the test."""
+    torch._dynamo.reset()
+    counters.clear()
+    yield Compiled
+    torch._dynamo.reset()
+    counters.clear()
 
 
 def check_two_ranks_match_one_with_double_accumulation(data: Path, tmp_path: Path, preset: str,

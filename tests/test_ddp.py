@@ -27,6 +27,13 @@ def test_two_gloo_ranks_match_one_process_with_double_accumulation(tiny_dataset,
     check_two_ranks_match_one_with_double_accumulation(tiny_dataset, tmp_path, "demo", TINY)
 
 
+@pytest.mark.slow
+def test_two_compiled_gloo_ranks_match_one_compiled_process_with_double_accumulation(tiny_dataset, tmp_path):
+    """training.compile=true under DDP: the model is compiled, then wrapped in DDP, whose hooks all-reduce
+    the gradients of the compiled backward (inductor on CPU, gloo)."""
+    check_two_ranks_match_one_with_double_accumulation(tiny_dataset, tmp_path, "demo", TINY + ["training.compile=true"])
+
+
 def worker_pid(launcher_pid: int, rank: int) -> int | None:
     """The pid of the torchrun worker with RANK=rank, found through /proc (Linux)."""
     pending = [launcher_pid]

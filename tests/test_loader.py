@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import shards
-from train.loader import Loader, TokenWindows, ValWindows, permutation
+from train.loader import IGNORE_TARGET, Loader, TokenWindows, ValWindows, permutation
 
 
 def write_dataset(directory, shard_lengths, dtype="uint16", vocab_size=1 << 16):
@@ -89,6 +89,26 @@ def test_val_windows_are_fixed_and_spread(tmp_path):
     batches = [x[:, 0].tolist() for x, _ in val.batches(2, torch.device("cpu"))]
     assert batches == [[0, 12], [24, 32], [44]]
     assert [x[:, 0].tolist() for x, _ in val.batches(2, torch.device("cpu"), rank=1, world_size=2)] == [[12, 32]]
+
+
+def test_padded_val_batches_have_one_shape_and_ignore_the_padding(tmp_path):
+    """pad=True (what the trainer's evaluation uses, so a compiled model sees one shape): the tail batch is
+    filled up with its first window, whose targets are all IGNORE_TARGET, and the cross-entropy over a
+    padded batch is the mean over its real windows exactly."""
+    manifest = write_dataset(tmp_path, [100])
+    val = ValWindows(tmp_path, manifest, seq_len=4, n_windows=5)  # windows starting at 0, 12, 24, 32, 44
+    padded = list(val.batches(2, torch.device("cpu"), pad=True))
+    plain = list(val.batches(2, torch.device("cpu")))
+    assert [tuple(x.shape) + tuple(y.shape) for x, y in padded] == [(2, 4, 2, 4)] * 3
+    assert [(y.stride(), x.stride()) for x, y in padded] == [((4, 1), (5, 1))] * 3  # one layout: no recompile
+    for (x, y), (px, py) in zip(plain[:2], padded[:2], strict=True):
+        assert torch.equal(x, px) and torch.equal(y, py)
+    x, y = padded[2]
+    assert x.tolist() == [[44, 45, 46, 47]] * 2 and y.tolist() == [[45, 46, 47, 48], [IGNORE_TARGET] * 4]
+    logits = torch.randn(2, 4, 60)
+    mean = torch.nn.functional.cross_entropy(logits.view(-1, 60), y.reshape(-1))
+    assert torch.allclose(mean, torch.nn.functional.cross_entropy(logits[0], y[0]))
+    assert [len(x) for x, _ in val.batches(4, torch.device("cpu"), rank=1, world_size=2, pad=True)] == [4]
 
 
 def _memory_kib():

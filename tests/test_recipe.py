@@ -302,16 +302,19 @@ def test_two_gloo_ranks_match_one_process_with_double_accumulation_with_muon(tin
 
 
 @pytest.mark.slow
-def test_compiled_modern_training_matches_eager(tiny_dataset, tmp_path):
-    """As tests/test_train.py's compile test, with the modern recipe. Muon's matrices are compared to how
-    far they moved: its Newton-Schulz runs in bf16, where the last-bit differences of compiled and eager
-    gradients round differently (measured: 4-7% of the movement after 8 steps, AdamW's groups < 0.3%)."""
+def test_compiled_modern_training_matches_eager(tiny_dataset, tmp_path, compiled):
+    """As tests/test_train.py's compile test, with the modern recipe: two graphs (training, evaluation), no
+    graph break. Muon's matrices are compared to how far they moved: its Newton-Schulz runs in bf16, where
+    the last-bit differences of compiled and eager gradients round differently (measured: 4-7% of the
+    movement after 8 steps, AdamW's groups < 0.3%)."""
     curves = {}
-    for compiled in ("false", "true"):
+    for compile_ in ("false", "true"):
         cfg = load_config("demo_modern", TINY_MODERN + ["training.max_steps=8", "training.checkpoint_interval=8",
-                                                        f"training.compile={compiled}"])
-        train(cfg, tiny_dataset, tmp_path / compiled)
-        curves[compiled] = losses(tmp_path / compiled)
+                                                        "training.eval_interval=4", "training.eval_windows=10",
+                                                        f"training.compile={compile_}"])
+        train(cfg, tiny_dataset, tmp_path / compile_)
+        curves[compile_] = losses(tmp_path / compile_)
+    assert compiled.graphs() == 2 and compiled.graph_breaks() == {}
     assert sorted(curves["true"]) == list(range(1, 9))
     assert all(abs(curves["true"][s] - curves["false"][s]) < 1e-3 for s in curves["false"])
     model, mcfg, _ = load_model(tmp_path / "true")

@@ -6,6 +6,7 @@ every row a closing note quotes.
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,9 +38,10 @@ def test_bench_preprocess_prints_every_row(tmp_path):
 
 @pytest.mark.slow
 def test_bench_train_prints_every_row():
-    out = run_tool("tools/bench_train.py", "--config", "demo", "--steps", "2", "--warmup", "1",
-                   "--loader-shape", "4x64")
-    for row in ("bare fwd/bwd/step loop", "trainer (train())", "% of bare", "loader: vectorized gather",
+    out = run_tool("tools/bench_train.py", "--steps", "2", "--warmup", "1", "--repeat", "1", "--loader-shape", "4x64")
+    for recipe in ("demo", "demo_modern"):  # both recipes by default, each a ratio of its own bare loop
+        assert re.search(rf"^{recipe} +[\d,]+ +[\d,]+ +[\d.]+x", out, re.M), out
+    for row in ("bare loop tok/s", "trainer tok/s", "trainer / bare", "optimizer muon", "loader: vectorized gather",
                 "loader: per-window Python loop", "loader: Loader.next_batch"):
         assert row in out, row
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import shards
-from tests.conftest import TINY, build_dataset, losses, sample_texts, wait_for
+from tests.conftest import TINY, build_dataset, losses, sample_texts, val_losses, wait_for
 from train.checkpoint import CheckpointError, find_checkpoint, load_model, read_index, verify
 from train.config import Config, ConfigError, load_config
 from train.loader import Loader
@@ -129,21 +129,31 @@ def test_wandb_logs_to_one_run_per_directory_across_resumes(tiny_dataset, tmp_pa
 
 
 @pytest.mark.slow
-def test_compiled_training_matches_eager_and_its_checkpoint_loads_plain(tiny_dataset, tmp_path):
-    """training.compile=true through torch.compile's CPU backend (the GPU runs take the same path):
-    the losses are eager's, and the checkpoint of the compiled model loads into a plain one."""
-    curves = {}
-    for compiled in ("false", "true"):
-        cfg = load_config("demo", TINY + ["training.max_steps=10", "training.checkpoint_interval=5",
-                                          f"training.compile={compiled}"])
-        train(cfg, tiny_dataset, tmp_path / compiled)
-        curves[compiled] = losses(tmp_path / compiled)
-    assert sorted(curves["true"]) == list(range(1, 11))
-    assert all(abs(curves["true"][s] - curves["false"][s]) < 1e-3 for s in curves["false"])
-    model, _, _ = load_model(tmp_path / "true")
-    plain, _, _ = load_model(tmp_path / "false")
+def test_compiled_training_evaluation_and_resume(tiny_dataset, tmp_path, compiled):
+    """training.compile=true through inductor on CPU (the GPU runs take the same path): train and val losses
+    are eager's; the run compiles two graphs, training and evaluation, and nothing after the first
+    evaluation, though the last val batch holds 2 of 10 windows (padded to the batch's shape); no graph
+    break; a resumed compiled run continues with the same losses, compiling nothing new; the checkpoint of
+    the compiled model loads into a plain one."""
+    overrides = TINY + ["training.max_steps=10", "training.checkpoint_interval=5", "training.eval_interval=4",
+                        "training.eval_windows=10"]  # evaluations at steps 4, 8, 10 in batches of 4, 4, 2
+    for compile_ in ("false", "true"):
+        train(load_config("demo", overrides + [f"training.compile={compile_}"]), tiny_dataset, tmp_path / compile_)
+    eager, run = tmp_path / "false", tmp_path / "true"
+    assert compiled.graphs() == 2 and compiled.graph_breaks() == {}
+    assert sorted(losses(run)) == list(range(1, 11)) and sorted(val_losses(run)) == [4, 8, 10]
+    assert all(abs(losses(run)[s] - losses(eager)[s]) < 1e-3 for s in losses(eager))
+    assert all(math.isclose(val_losses(run)[s], val_losses(eager)[s], rel_tol=1e-4) for s in val_losses(eager))
+    model, _, _ = load_model(run)
+    plain, _, _ = load_model(eager)
     for (name, a), (_, b) in zip(model.state_dict().items(), plain.state_dict().items(), strict=True):
         assert torch.allclose(a, b, atol=1e-3), name
+
+    straight = losses(run), val_losses(run)
+    shutil.rmtree(run / "checkpoints" / "step_00000010")  # as a run stopped after step 5's checkpoint leaves it
+    train(load_config("demo", overrides + ["training.compile=true"]), tiny_dataset, run)
+    assert (losses(run), val_losses(run)) == straight  # identical floats, every step
+    assert compiled.graphs() == 2
 
 
 def test_lr_schedule():

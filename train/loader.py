@@ -43,6 +43,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 import shards
 
 FAULT_AROUND_BYTES = 64 << 10  # Linux default (/sys/kernel/debug/fault_around_bytes)
+IGNORE_TARGET = -100  # F.cross_entropy's default ignore_index: a padded row of a val batch counts for nothing
 
 
 class TokenWindows:
@@ -251,12 +252,23 @@ class ValWindows:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def batches(self, batch_size: int, device: torch.device, rank: int = 0, world_size: int = 1):
-        """This rank's share (every world_size-th window) as (x, y) batches of up to ``batch_size``."""
+    def batches(self, batch_size: int, device: torch.device, rank: int = 0, world_size: int = 1, pad: bool = False):
+        """This rank's share (every world_size-th window) as (x, y) batches of up to ``batch_size``.
+
+        With ``pad`` every batch has exactly ``batch_size`` rows, so a compiled model sees one shape (a
+        short tail batch would compile a second, dynamic-shape graph): the rows past this rank's windows
+        repeat the batch's first window with every target ``IGNORE_TARGET``, which the loss leaves out. The number
+        of windows a batch covers is then ``(y[:, 0] != IGNORE_TARGET).sum()``."""
         mine = self.ids[rank::world_size]
         for i in range(0, len(mine), batch_size):
             ids = mine[i: i + batch_size]
-            buf = np.empty((len(ids), self.windows.seq_len + 1), dtype=np.int64)
-            self.windows.gather(ids, buf)
+            rows = batch_size if pad else len(ids)
+            buf = np.empty((rows, self.windows.seq_len + 1), dtype=np.int64)
+            self.windows.gather(ids, buf[:len(ids)])
+            buf[len(ids):] = buf[0]
             t = torch.from_numpy(buf).to(device)
-            yield t[:, :-1], t[:, 1:]
+            x, y = t[:, :-1], t[:, 1:]
+            if pad:  # y its own copy (x and y share the tokens: padded inputs stay ids), in every batch
+                y = y.clone()  # alike, as a compiled graph checks strides too
+                y[len(ids):] = IGNORE_TARGET
+            yield x, y

@@ -50,7 +50,7 @@ from train.config import (
     resume_changes,
 )
 from train.init_from import InitWeights, load_init_weights
-from train.loader import Loader, ValWindows
+from train.loader import IGNORE_TARGET, Loader, ValWindows
 from train.model import GPT, ModelConfig, peak_flops
 from train.optim import build_optimizer, set_lr
 
@@ -160,13 +160,15 @@ def estimate_memory_bytes(cfg: Config, n_params: int, precision: str) -> int:
 
 @torch.no_grad()
 def evaluate(model, val: ValWindows, batch_size: int, device, autocast, d: Dist) -> float:
-    """Mean loss over the fixed validation windows (all ranks together)."""
+    """Mean loss over the fixed validation windows (all ranks together). Batches have one shape (padded),
+    so a compiled model compiles its no-grad graph once, at the first evaluation."""
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, windows)
-    for x, y in val.batches(batch_size, device, d.rank, d.world_size):
+    for x, y in val.batches(batch_size, device, d.rank, d.world_size, pad=True):
         with autocast:
-            _, loss = model(x, y)
-        total += torch.stack([loss.double() * len(x), torch.tensor(len(x), dtype=torch.float64, device=device)])
+            _, loss = model(x, y)  # the mean over the batch's real windows: padded rows have ignored targets
+        n = (y[:, 0] != IGNORE_TARGET).sum().double()
+        total += torch.stack([loss.double() * n, n])
     if d.world_size > 1:
         dist.all_reduce(total)
     model.train()
@@ -489,12 +491,13 @@ def setup(request: Config | ConfigRequest, data_dir: Path, run_dir: Path, resume
     for warning in setup_warnings(cfg, manifest, max_steps, len(val)):
         say(f"warning: {warning}")
 
-    train_model = ddp = model
+    # compile the model, then wrap it in DDP (PyTorch's "Where to apply torch.compile?", nanoGPT): dynamo then
+    # splits the graph at DDP's gradient buckets (torch._dynamo.config.optimize_ddp) so that the all-reduces
+    # overlap backward, and DDP's hooks stay outside the graph
+    train_model = ddp = torch.compile(model) if t.compile else model
     if d.world_size > 1:
         train_model = ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[d.local_rank] if device.type == "cuda" else None)
-    if t.compile:
-        train_model = torch.compile(train_model)
+            train_model, device_ids=[d.local_rank] if device.type == "cuda" else None)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     peak = peak_flops(device, amp_dtype or torch.float32)
     if device.type == "cuda" and peak is None:
