@@ -27,8 +27,8 @@ Where the checksums come from (none of the files could be downloaded where this 
 * arc_easy, arc_challenge: the zip is 680 MB, nearly all of it a corpus these tasks do not use, so the
   two test files are read out of it with HTTP range requests (a few hundred kB; the zip's CRC-32 checks
   each). Their sha256 values are those another project pins for the same members; they were not
-  confirmed here. ``--arc-zip`` takes a zip downloaded by hand instead, checked against the sha256
-  Hugging Face's ai2_arc builder records for it.
+  confirmed here. ``--arc-zip`` takes a zip downloaded by hand instead, checked as a whole against the
+  sha256 Hugging Face's ai2_arc builder records for it (its members are then taken as they are).
 
 A file already in ``OUT`` that passes its check is kept. A file that fails its check is not written,
 and the tool says what it got and what it expected. A source without a recorded checksum would be
@@ -193,22 +193,22 @@ def check(source: Source, data: bytes) -> str:
     return "unverified"
 
 
-def read_zip_member(source: Source, arc_zip: Path | None) -> tuple[bytes, int]:
-    """The member's bytes and how many bytes were fetched for them (0 from a local zip)."""
-    if arc_zip is not None:
-        digest = hashlib.sha256()
-        with open(arc_zip, "rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-        if digest.hexdigest() != ARC_ZIP_SHA256:
-            raise FetchError(f"{arc_zip} has sha256 {digest.hexdigest()}, but ARC-V1-Feb2018.zip has {ARC_ZIP_SHA256} "
-                             f"(Hugging Face's ai2_arc record); download it again from {ARC_ZIP_URL}")
-        with zipfile.ZipFile(arc_zip) as z:
-            return z.read(source.member), 0
-    reader = RangeReader(source.url)
+def check_arc_zip(arc_zip: Path) -> None:
+    """A FetchError unless ``arc_zip`` is the ARC-V1-Feb2018.zip on record."""
+    digest = hashlib.sha256()
+    with open(arc_zip, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    if digest.hexdigest() != ARC_ZIP_SHA256:
+        raise FetchError(f"{arc_zip} has sha256 {digest.hexdigest()}, but ARC-V1-Feb2018.zip has {ARC_ZIP_SHA256} "
+                         f"(Hugging Face's ai2_arc record); download it again from {ARC_ZIP_URL}")
+
+
+def read_zip_member(source: Source, archive) -> bytes:
+    """``source.member`` out of ``archive`` (a path, or a RangeReader over the URL); zipfile checks its CRC-32."""
     try:
-        with zipfile.ZipFile(reader) as z:
-            return z.read(source.member), reader.fetched  # zipfile checks the member's CRC-32
+        with zipfile.ZipFile(archive) as z:
+            return z.read(source.member)
     except (zipfile.BadZipFile, KeyError) as e:
         raise FetchError(f"{source.url}: cannot read {source.member} from the zip ({e}); download the zip by hand "
                          f"and pass it with --arc-zip") from None
@@ -216,6 +216,7 @@ def read_zip_member(source: Source, arc_zip: Path | None) -> tuple[bytes, int]:
 
 def fetch_source(source: Source, out: Path, arc_zip: Path | None = None) -> dict:
     """Fetch, check and write one source (kept as it is when a copy in ``out`` passes its check)."""
+    out.mkdir(parents=True, exist_ok=True)
     path = out / f"{source.name}.jsonl"
     if path.exists():
         data = path.read_bytes()
@@ -223,14 +224,24 @@ def fetch_source(source: Source, out: Path, arc_zip: Path | None = None) -> dict
             return {**_written(source, path, data, check(source, data)), "fetched_bytes": 0, "kept": True}
         except FetchError:
             pass  # a damaged or different copy: fetched again
-    if source.member:
-        data, fetched = read_zip_member(source, arc_zip)
+    note = None
+    if source.member and arc_zip is not None:
+        data, fetched = read_zip_member(source, arc_zip), 0
+        verified = "zip sha256"  # the whole zip is the recorded one: its members are what they are
+        try:
+            check(source, data)
+        except FetchError as e:
+            note = f"the zip is the recorded one, but its member differs from the member checksum on record: {e}"
+    elif source.member:
+        reader = RangeReader(source.url)
+        data, fetched = read_zip_member(source, reader), reader.fetched
+        verified = check(source, data)
     else:
         data = get(source.url)
         fetched = len(data)
-    verified = check(source, data)
+        verified = check(source, data)
     shards.atomic_write_bytes(path, data)
-    return {**_written(source, path, data, verified), "fetched_bytes": fetched, "kept": False}
+    return {**_written(source, path, data, verified), "fetched_bytes": fetched, "kept": False, "note": note}
 
 
 def _written(source: Source, path: Path, data: bytes, verified: str) -> dict:
@@ -252,9 +263,10 @@ def main(argv=None) -> int:
                    help="fetch only this one (repeatable)")
     p.add_argument("--arc-zip", type=Path, metavar="ZIP", help="read ARC from this ARC-V1-Feb2018.zip instead")
     args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
+        if args.arc_zip is not None:
+            check_arc_zip(args.arc_zip)
         for source in SOURCES:
             if args.only and source.name not in args.only:
                 continue
@@ -263,6 +275,8 @@ def main(argv=None) -> int:
             how = "NOT VERIFIED: no recorded checksum" if r["verified"] == "unverified" else f"{r['verified']} ok"
             print(f"{r['name']:<16} {r['items']:>6,} items  {'kept' if r['kept'] else 'written'} {r['path']}  "
                   f"sha256 {r['sha256']}  ({how})", flush=True)
+            if r.get("note"):
+                print(f"note: {r['note']}")
             if r["items"] != r["expected_items"]:
                 print(f"note: {r['path']} holds {r['items']} items; the published file holds {r['expected_items']}")
     except FetchError as e:
