@@ -262,6 +262,33 @@ def _tiktoken_encoding(spec: dict):
                              special_tokens=special)
 
 
+def token_byte_lengths(tok: Tokenizer) -> list[int]:
+    """The UTF-8 bytes of text each token id stands for, indexed by id: what bits per byte divides by.
+
+    A byte-level BPE token is written with one character per byte (GPT-2's bytes_to_unicode), so its
+    length is exact even for a token that holds only part of a multi-byte character, and over the ids
+    of any text the lengths add up to ``len(text.encode("utf-8"))``. A special token (the separator)
+    stands for no text: 0. An added token that is not special is text as written: its UTF-8 length.
+    A tokenizer that does not decode bytes this way is a TokenizerError.
+    """
+    spec = json.loads(tok.to_str())
+    if (spec.get("decoder") or {}).get("type") != "ByteLevel":
+        raise TokenizerError("bits per byte needs a byte-level BPE tokenizer (decoder ByteLevel), as "
+                             "`python -m preprocess` trains; this tokenizer.json decodes otherwise")
+    added = {t["id"]: t for t in spec.get("added_tokens", [])}
+    decoder = _byte_decoder()
+    lengths = [0] * tok.get_vocab_size(with_added_tokens=True)
+    for token, i in tok.get_vocab(with_added_tokens=True).items():
+        if i in added:
+            lengths[i] = 0 if added[i].get("special") else len(token.encode("utf-8"))
+        elif all(ch in decoder for ch in token):
+            lengths[i] = len(token)
+        else:
+            raise TokenizerError(f"token {i} ({token!r}) is not written in byte-level characters; bits per "
+                                 f"byte needs a byte-level BPE tokenizer, as `python -m preprocess` trains")
+    return lengths
+
+
 def _hf_ids(tok: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     """HF's ids for ``texts`` as documents are encoded (special tokens as text), without a copy of ``tok``."""
     before = tok.encode_special_tokens

@@ -12,7 +12,8 @@ steps); the modern recipe is the ``demo_modern`` preset as it is. Every run eval
 validation windows (``--eval-windows``, evenly spread over the val split) and trains on fresh windows
 only (the bench refuses a dataset too small for that).
 
-Prints four tables:
+Prints four tables (beside every run's final val loss stands its val bits per byte, measured on the
+same windows from the run's last checkpoint: the figure that compares recipes on different tokenizers):
 
 * val loss against tokens of the GPT-2 recipe over the full budget (``--steps``) and of the modern
   recipe over a 0.4x budget, each schedule set for its own budget;
@@ -52,8 +53,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a fresh clone
 
 import shards  # noqa: E402
+import tokenizer as tk  # noqa: E402
+from train.checkpoint import load_model  # noqa: E402
 from train.config import Config, load_config  # noqa: E402
-from train.loader import TokenWindows  # noqa: E402
+from train.evaluate import byte_length_table, val_metrics  # noqa: E402
+from train.loader import TokenWindows, ValWindows  # noqa: E402
 from train.model import GPT  # noqa: E402
 from train.optim import build_optimizer  # noqa: E402
 from train.trainer import Dist, resolve_device, resolve_precision, train  # noqa: E402
@@ -164,16 +168,35 @@ def check_ablation_ends_at_the_preset(steps: int, args) -> None:
                          f"update ABLATION in tools/bench_recipe.py or train/configs/{MODERN_PRESET}.json")
 
 
+def final_bpb(run_dir: Path, data: Path, cfg: Config) -> float | None:
+    """Val bits per byte of the run's last checkpoint on the windows its evaluations used (the same
+    ``eval_windows`` evenly spread over the val split): the figure that compares across tokenizers."""
+    device = resolve_device(cfg.training.device, Dist())
+    model, model_cfg, tok_path = load_model(run_dir, device=device, which="latest")
+    val = ValWindows(data, shards.load_manifest(data), model_cfg.seq_len, cfg.training.eval_windows)
+    table = byte_length_table(tk.load(tok_path), device)
+    return val_metrics(model, val, cfg.training.batch_size, device, byte_lengths=table)["val_bpb"]
+
+
+def with_bpb(saved: dict, result: Path, data: Path, cfg: Config) -> dict:
+    """``saved`` with its final val bits per byte, measured once and kept in ``result``."""
+    if saved.get("final_val_bpb") is None:
+        saved["final_val_bpb"] = final_bpb(Path(saved["dir"]), data, cfg)
+        result.write_text(json.dumps(saved, indent=1) + "\n")
+    return saved
+
+
 def run(name: str, cfg: Config, data: Path, out: Path, fresh: bool) -> dict:
-    """Train ``cfg`` into ``out/name``; returns its evals. Unless ``fresh``, a finished run of the same
-    config on the same data anywhere under ``out`` (a sweep's, say) is reused instead."""
+    """Train ``cfg`` into ``out/name``; returns its evals and final val loss and bits per byte. Unless
+    ``fresh``, a finished run of the same config on the same data anywhere under ``out`` (a sweep's,
+    say) is reused instead."""
     run_dir = out / name
     cfg.model.vocab_size = int(shards.load_manifest(data)["vocab_size"])  # as train() sets it, so saved configs match
     if not fresh:
         for result in sorted(out.glob("*/bench_result.json")):
             saved = json.loads(result.read_text())
             if saved["config"] == cfg.to_dict() and saved.get("data") == str(data):
-                return saved
+                return with_bpb(saved, result, data, cfg)
     if (run_dir / "bench_result.json").exists() and not fresh:
         raise BenchError(f"{run_dir} holds a finished run of another config (another --set, or an edited recipe); "
                          f"pass another --out, or --fresh to train every run again")
@@ -189,9 +212,9 @@ def run(name: str, cfg: Config, data: Path, out: Path, fresh: bool) -> dict:
     evals = [(r["tokens"], r["val_loss"]) for r in records if r["type"] == "eval"]
     saved = {"name": name, "dir": str(run_dir), "data": str(data), "config": cfg.to_dict(), "evals": evals,
              "final_val_loss": summary["final_val_loss"], "tokens": summary["tokens"], "wall_s": time.time() - start}
-    (run_dir / "bench_result.json").write_text(json.dumps(saved, indent=1) + "\n")
-    print(f"  {name}: val loss {saved['final_val_loss']:.4f} after {saved['tokens']:,} tokens "
-          f"({saved['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+    saved = with_bpb(saved, run_dir / "bench_result.json", data, cfg)
+    print(f"  {name}: val loss {saved['final_val_loss']:.4f}, {saved['final_val_bpb']:.4f} bits per byte after "
+          f"{saved['tokens']:,} tokens ({saved['wall_s']:.0f} s)", file=sys.stderr, flush=True)
     return saved
 
 
@@ -331,9 +354,9 @@ def sweep(args, data: Path) -> None:
         rows.append((combo, run(name, cfg, data, args.out, args.fresh)))
     print(f"\nsweep of the {args.recipe} recipe at {args.fraction:g}x of {args.steps} steps "
           f"({rows[0][1]['tokens']:,} tokens), val loss on {args.eval_windows} windows")
-    print(f"{'setting':<60} {'val loss':>9}")
+    print(f"{'setting':<60} {'val loss':>9} {'val bpb':>8}")
     for combo, r in rows:
-        print(f"{' '.join(combo):<60} {r['final_val_loss']:>9.4f}")
+        print(f"{' '.join(combo):<60} {r['final_val_loss']:>9.4f} {r['final_val_bpb']:>8.4f}")
 
 
 def comparison(args, data: Path, manifest: dict) -> None:
@@ -363,21 +386,21 @@ def comparison(args, data: Path, manifest: dict) -> None:
     print_curves(gpt2, modern[args.fraction], args.fraction)
 
     print(f"\ntokens to the GPT-2 recipe's final val loss {target:.4f} (each modern run's schedule set for its budget)")
-    print(f"{'run':<28} {'tokens':>12} {'val loss':>9} {'vs target':>10}")
-    print(f"{'GPT-2 recipe, 1.0x':<28} {gpt2['tokens']:>12,} {target:>9.4f} {'':>10}")
+    print(f"{'run':<28} {'tokens':>12} {'val loss':>9} {'vs target':>10} {'val bpb':>8}")
+    print(f"{'GPT-2 recipe, 1.0x':<28} {gpt2['tokens']:>12,} {target:>9.4f} {'':>10} {gpt2['final_val_bpb']:>8.4f}")
     for f, r in modern.items():
         print(f"{f'modern, {f:g}x':<28} {r['tokens']:>12,} {r['final_val_loss']:>9.4f} "
-              f"{r['final_val_loss'] - target:>+10.4f}")
+              f"{r['final_val_loss'] - target:>+10.4f} {r['final_val_bpb']:>8.4f}")
     text, _ = ratio_to_target([(f, r["final_val_loss"]) for f, r in modern.items()], target)
     print(f"ratio (modern tokens / GPT-2 tokens, target <= 0.4): {text}")
 
     if ablation:
         print(f"\nablation at {args.fraction:g}x ({ablation[0][1]['tokens']:,} tokens): each row adds to the row above")
-        print(f"{'recipe':<46} {'val loss':>9} {'change':>8}")
+        print(f"{'recipe':<46} {'val loss':>9} {'change':>8} {'val bpb':>8}")
         previous = None
         for label, r in ablation:
             change = "" if previous is None else f"{r['final_val_loss'] - previous:+.4f}"
-            print(f"{label:<46} {r['final_val_loss']:>9.4f} {change:>8}")
+            print(f"{label:<46} {r['final_val_loss']:>9.4f} {change:>8} {r['final_val_bpb']:>8.4f}")
             previous = r["final_val_loss"]
 
     ratio = timing["modern"] / timing["gpt2"]

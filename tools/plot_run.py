@@ -1,13 +1,16 @@
-"""Plot training runs: train and val loss against steps and tokens, and the learning rate.
+"""Plot training runs: val bits per byte, train and val loss, task accuracy, and the learning rate.
 
     python tools/plot_run.py runs/demo --out demo.png
     python tools/plot_run.py runs/a runs/b --out compare.png     several runs on the same axes
     python tools/plot_run.py runs/demo --json                    the summary only, for programs
 
 Reads ``RUN/metrics.jsonl`` (one JSON object per line: training records carry step, loss, lr and
-tokens; evaluation records, ``"type": "eval"``, carry val_loss). Prints a short summary of each
-run; ``--out`` also draws the plot. A half-written last line (a run still writing, or killed
-mid-line) is skipped and said so.
+tokens; evaluation records, ``"type": "eval"``, carry val_loss and, once the trainer measures it,
+val_bpb; any record with a ``"tasks"`` object, {name: {"acc", "acc_norm", ...}}, carries task
+scores). Prints a short summary of each run; ``--out`` also draws the plot, with a second row for
+bits per byte and task accuracy (acc_norm where the task has it, else acc) when the runs have them.
+Bits per byte is the figure to compare runs on different tokenizers by. A half-written last line
+(a run still writing, or killed mid-line) is skipped and said so.
 """
 from __future__ import annotations
 
@@ -63,26 +66,48 @@ def series(records: list[dict]) -> dict[str, list[tuple[float, float]]]:
         earlier = [s for s in tokens_at if s <= r["step"]]
         return tokens_at[max(earlier)] if earlier else None
 
+    bpb = [r for r in evals if r.get("val_bpb") is not None]
+    tasks: dict[str, list[tuple[float, float]]] = {}
+    for r in records:
+        for name, scores in (r.get("tasks") or {}).items():
+            value = task_score(scores)
+            if value is not None and (t := tokens_of(r)) is not None:
+                tasks.setdefault(name, []).append((t, value))
     return {
         "loss_step": [(r["step"], r["loss"]) for r in train],
         "loss_tokens": [(r["tokens"], r["loss"]) for r in train if "tokens" in r],
         "val_step": [(r["step"], r["val_loss"]) for r in evals],
         "val_tokens": [(t, r["val_loss"]) for r in evals if (t := tokens_of(r)) is not None],
+        "bpb_step": [(r["step"], r["val_bpb"]) for r in bpb],
+        "bpb_tokens": [(t, r["val_bpb"]) for r in bpb if (t := tokens_of(r)) is not None],
         "lr_step": [(r["step"], r["lr"]) for r in train if "lr" in r],
+        "tasks_tokens": tasks,
     }
+
+
+def task_score(scores: dict) -> float | None:
+    """The score a task is plotted by: acc_norm where the task has it (multiple choice), else acc."""
+    return scores.get("acc_norm") if scores.get("acc_norm") is not None else scores.get("acc")
 
 
 def summarize(run: Path, records: list[dict]) -> dict:
     s = series(records)
     best = min(s["val_step"], key=lambda p: p[1]) if s["val_step"] else None
     last = records[-1]
+    last_tasks = {}  # each task's scores at the last record that has them
+    for r in records:
+        for name, scores in (r.get("tasks") or {}).items():
+            last_tasks[name] = {"step": r["step"], **{k: scores.get(k) for k in ("acc", "acc_norm", "items")}}
     return {
         "run": str(run), "records": len(records), "last_step": max(r["step"] for r in records),
         "tokens": max((r["tokens"] for r in records if "tokens" in r), default=None),
         "last_loss": s["loss_step"][-1][1] if s["loss_step"] else None,
         "last_val_loss": s["val_step"][-1][1] if s["val_step"] else None,
         "best_val_loss": best[1] if best else None, "best_val_step": best[0] if best else None,
-        "last_lr": last.get("lr"),
+        "last_val_bpb": s["bpb_step"][-1][1] if s["bpb_step"] else None,
+        "best_val_bpb": min(v for _, v in s["bpb_step"]) if s["bpb_step"] else None,
+        "tasks": last_tasks,
+        "last_lr": s["lr_step"][-1][1] if s["lr_step"] else last.get("lr"),
     }
 
 
@@ -91,10 +116,14 @@ def plot(runs: list[tuple[Path, list[dict]]], out: Path, log_loss: bool) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_step, ax_tok, ax_lr) = plt.subplots(1, 3, figsize=(16, 4.8))
+    all_series = [series(records) for _, records in runs]
+    extra = any(s["bpb_step"] or s["tasks_tokens"] for s in all_series)  # a second row: bpb and tasks
+    fig, axes = plt.subplots(2 if extra else 1, 3, figsize=(16, 9.6 if extra else 4.8), squeeze=False)
+    ax_step, ax_tok, ax_lr = axes[0]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, (run, records) in enumerate(runs):
-        s, c, name = series(records), colors[k % len(colors)], run.name or str(run)
+    markers = "osD^vP*X"
+    for k, ((run, _), s) in enumerate(zip(runs, all_series, strict=True)):
+        c, name = colors[k % len(colors)], run.name or str(run)
         for ax, train_key, val_key in ((ax_step, "loss_step", "val_step"), (ax_tok, "loss_tokens", "val_tokens")):
             if s[train_key]:
                 ax.plot(*zip(*s[train_key], strict=True), color=c, alpha=0.8, lw=1.2, label=f"{name} train")
@@ -102,10 +131,23 @@ def plot(runs: list[tuple[Path, list[dict]]], out: Path, log_loss: bool) -> None
                 ax.plot(*zip(*s[val_key], strict=True), color=c, lw=2, ls="--", marker="o", ms=4, label=f"{name} val")
         if s["lr_step"]:
             ax_lr.plot(*zip(*s["lr_step"], strict=True), color=c, lw=1.5, label=name)
+        if extra:
+            ax_bpb_tok, ax_tasks, ax_bpb_step = axes[1]
+            for ax, key in ((ax_bpb_tok, "bpb_tokens"), (ax_bpb_step, "bpb_step")):
+                if s[key]:
+                    ax.plot(*zip(*s[key], strict=True), color=c, lw=2, marker="o", ms=4, label=name)
+            for j, (task, points) in enumerate(sorted(s["tasks_tokens"].items())):
+                ax_tasks.plot(*zip(*points, strict=True), color=c, lw=1.5, marker=markers[j % len(markers)], ms=4,
+                              label=f"{name} {task}")
     ax_step.set(title="loss vs steps", xlabel="step", ylabel="loss (nats/token)")
     ax_tok.set(title="loss vs tokens", xlabel="tokens seen", ylabel="loss (nats/token)")
     ax_lr.set(title="learning rate", xlabel="step", ylabel="lr")
-    for ax in (ax_step, ax_tok, ax_lr):
+    if extra:
+        ax_bpb_tok, ax_tasks, ax_bpb_step = axes[1]
+        ax_bpb_tok.set(title="val bits per byte vs tokens", xlabel="tokens seen", ylabel="bits per byte")
+        ax_tasks.set(title="task accuracy (acc_norm, else acc) vs tokens", xlabel="tokens seen", ylabel="accuracy")
+        ax_bpb_step.set(title="val bits per byte vs steps", xlabel="step", ylabel="bits per byte")
+    for ax in axes.flat:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
@@ -122,11 +164,17 @@ def _fmt(v, spec: str) -> str:
 
 
 def print_summaries(summaries: list[dict]) -> None:
-    print(f"{'run':<28} {'step':>8} {'tokens':>14} {'loss':>8} {'val loss':>9} {'best val (step)':>18} {'lr':>10}")
+    print(f"{'run':<28} {'step':>8} {'tokens':>14} {'loss':>8} {'val loss':>9} {'best val (step)':>18} "
+          f"{'val bpb':>8} {'lr':>10}")
     for s in summaries:
         best = "–" if s["best_val_loss"] is None else f"{s['best_val_loss']:.4f} ({s['best_val_step']})"
         print(f"{s['run']:<28} {s['last_step']:>8,} {_fmt(s['tokens'], ','):>14} {_fmt(s['last_loss'], '.4f'):>8} "
-              f"{_fmt(s['last_val_loss'], '.4f'):>9} {best:>18} {_fmt(s['last_lr'], '.2e'):>10}")
+              f"{_fmt(s['last_val_loss'], '.4f'):>9} {best:>18} {_fmt(s['last_val_bpb'], '.4f'):>8} "
+              f"{_fmt(s['last_lr'], '.2e'):>10}")
+    for s in summaries:
+        for name, t in s["tasks"].items():
+            print(f"  {s['run']}: {name} at step {t['step']:,}: acc {_fmt(t['acc'], '.4f')}, acc_norm "
+                  f"{_fmt(t['acc_norm'], '.4f')} ({_fmt(t['items'], ',')} items)")
 
 
 def main(argv=None) -> int:
