@@ -39,6 +39,7 @@ REPORT_NAME = "report.md"
 FIGURES = ("loss.png", "bpb.png", "tasks.png", "optimization.png", "throughput.png", "compare.png")
 SAMPLE_STEPS_SHOWN = 6      # evaluations whose samples the table shows: the first, the last, evenly between
 COMPLETION_CHARS = 280      # a longer completion is cut, with an ellipsis
+SMOOTH_OVER = 60            # a curve of more logged points than this is drawn faint, with its trend on top
 GIB = 2 ** 30
 # how every figure looks: legible when GitHub scales it to the page width
 STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.titleweight": "bold", "axes.spines.top": False,
@@ -297,9 +298,9 @@ def smooth(values: list[float]) -> list[float]:
 
 
 def draw_noisy(ax, points: list[tuple[float, float]], color: str, label: str | None = None) -> None:
-    """A curve logged every few steps: faint as logged and, over more than 60 points, its trend on top."""
+    """A curve logged every few steps: as logged, or faint with its trend on top when it has many points."""
     xs, ys = zip(*points, strict=True)
-    if len(ys) > 60:
+    if len(ys) > SMOOTH_OVER:
         ax.plot(xs, ys, color=color, alpha=0.25, lw=0.8)
         ax.plot(xs, smooth(list(ys)), color=color, lw=1.6, label=f"{label} (smoothed)" if label else None)
     else:
@@ -346,13 +347,13 @@ def draw_loss(ax, run: Run, color: str, label: str = "") -> tuple[list, list]:
     return train, val
 
 
-def figure_loss(run: Run, out: Path) -> str | None:
+def figure_loss(run: Run, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(9, 4.5))
     train, val = draw_loss(ax, run, "C0")
     if not train and not val:
         plt.close(fig)
-        return None
+        return []
     if val:
         x, y = min(val, key=lambda p: p[1])
         ax.plot([x], [y], marker="*", ms=14, color="C3", ls="none", label=f"best val {y:.3f}")
@@ -360,14 +361,21 @@ def figure_loss(run: Run, out: Path) -> str | None:
     mark_resumes(ax, run, by_tokens=True)
     ax.set(title="Loss", xlabel="tokens seen", ylabel="cross-entropy (nats/token)")
     ax.legend()
-    return save(fig, out / "loss.png")
+    drawn = ([f"training loss at each logged step{' (faint) with its trend' if len(train) > SMOOTH_OVER else ''}"]
+             if train else []) + (["validation loss at each evaluation"] if val else [])
+    return save(fig, out / "loss.png", " and ".join(drawn) + ", against tokens seen")
 
 
-def figure_bpb(run: Run, out: Path) -> str | None:
-    points = [(t, r["val_bpb"]) for r in run.of("eval")
-              if r.get("val_bpb") is not None and (t := run.tokens_at(r)) is not None]
+def bpb_points(run: Run) -> list[tuple[int, float]]:
+    """(tokens seen, val bits per byte) at each evaluation that measured it."""
+    return [(t, r["val_bpb"]) for r in run.of("eval")
+            if r.get("val_bpb") is not None and (t := run.tokens_at(r)) is not None]
+
+
+def figure_bpb(run: Run, out: Path) -> list[str]:
+    points = bpb_points(run)
     if not points:
-        return None
+        return []
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(9, 4))
     ax.plot(*zip(*points, strict=True), color="C2", lw=1.6, marker="o", ms=4, label="val")
@@ -376,7 +384,8 @@ def figure_bpb(run: Run, out: Path) -> str | None:
     count_axis(ax.xaxis)
     ax.set(title="Bits per byte (validation)", xlabel="tokens seen", ylabel="bits per UTF-8 byte")
     ax.legend()
-    return save(fig, out / "bpb.png")
+    return save(fig, out / "bpb.png", "validation bits per byte: the loss per UTF-8 byte of text, comparable "
+                                      "across tokenizers and vocabulary sizes")
 
 
 def task_series(run: Run) -> dict[str, tuple[str, list[tuple[float, float]]]]:
@@ -391,12 +400,12 @@ def task_series(run: Run) -> dict[str, tuple[str, list[tuple[float, float]]]]:
     return series
 
 
-def figure_tasks(run: Run, out: Path) -> str | None:
-    from matplotlib.ticker import PercentFormatter
+def figure_tasks(run: Run, out: Path) -> list[str]:
     series = task_series(run)
     if not series:
-        return None
+        return []
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import PercentFormatter
     fig, ax = plt.subplots(figsize=(9, 4))
     for k, (task, (metric, points)) in enumerate(sorted(series.items())):
         ax.plot(*zip(*points, strict=True), color=f"C{k % 10}", lw=1.6, marker="o", ms=4, label=f"{task} ({metric})")
@@ -404,25 +413,27 @@ def figure_tasks(run: Run, out: Path) -> str | None:
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     ax.set(title="Downstream tasks", xlabel="tokens seen", ylabel="accuracy")
     ax.legend()
-    return save(fig, out / "tasks.png")
+    return save(fig, out / "tasks.png", "accuracy on each task at each evaluation (normalised accuracy where "
+                                        "the task defines it)")
 
 
-def figure_optimization(run: Run, out: Path) -> str | None:
+def figure_optimization(run: Run, out: Path) -> list[str]:
     train = run.of("train")
     lr = [(r["step"], r["lr"]) for r in train if r.get("lr") is not None]
     norm = [(r["step"], r["grad_norm"]) for r in train if r.get("grad_norm") is not None]
     panels = [p for p in (lr, norm) if p]
     if not panels:
-        return None
+        return []
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
     fig, axes = plt.subplots(1, len(panels), figsize=(9 if len(panels) == 1 else 12, 3.6), squeeze=False)
     axes = list(axes[0])
     if lr:
         ax = axes.pop(0)
         ax.plot(*zip(*lr, strict=True), color="C1", lw=1.6)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:.2g}"))  # 0.003, not an offset 1e-3
         ax.set(title="Learning rate", xlabel="step", ylabel="learning rate")
         mark_resumes(ax, run)
-        ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     if norm:
         ax = axes.pop(0)
         draw_noisy(ax, norm, "C4")
@@ -432,10 +443,11 @@ def figure_optimization(run: Run, out: Path) -> str | None:
             ax.legend()
         ax.set(title="Gradient norm (before clipping)", xlabel="step", ylabel="global L2 norm")
         mark_resumes(ax, run)
-    return save(fig, out / "optimization.png")
+    drawn = (["the learning rate"] if lr else []) + (["the gradient norm before clipping"] if norm else [])
+    return save(fig, out / "optimization.png", " and ".join(drawn) + " at each logged step")
 
 
-def figure_throughput(run: Run, out: Path) -> str | None:
+def figure_throughput(run: Run, out: Path) -> list[str]:
     train = run.of("train")
     progress = [(r["elapsed_s"], r["step"]) for r in train if r.get("elapsed_s") is not None]
     speed = [(r["step"], r["tokens_per_s"]) for r in train if r.get("tokens_per_s") is not None]
@@ -443,16 +455,18 @@ def figure_throughput(run: Run, out: Path) -> str | None:
     mfu = [(r["step"], 100 * r["mfu"]) for r in train if r.get("mfu") is not None]
     panels = [p for p in (progress, speed, mfu) if p]
     if not panels:
-        return None
+        return []
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels) + 1, 3.6), squeeze=False)
     axes = list(axes[0])
+    drawn = []
     if progress:
         ax = axes.pop(0)
         seconds = max(x for x, _ in progress)
         unit, size = ("hours", 3600) if seconds > 3 * 3600 else ("minutes", 60) if seconds > 180 else ("seconds", 1)
         ax.plot([x / size for x, _ in progress], [y for _, y in progress], color="C0", lw=1.6)
         ax.set(title="Progress", xlabel=f"wall-clock {unit}", ylabel="step")
+        drawn.append("steps against wall-clock time")
     if speed:
         ax = axes.pop(0)
         draw_noisy(ax, speed, "C0", "training")
@@ -463,17 +477,20 @@ def figure_throughput(run: Run, out: Path) -> str | None:
         ax.set(title="Throughput", xlabel="step", ylabel="tokens/s (all processes)")
         ax.set_ylim(bottom=0)
         mark_resumes(ax, run)
+        drawn.append("tokens per second between log points, of training alone"
+                     + (" and of the wall clock (evaluation and checkpoints included)" if wall else ""))
     if mfu:
         ax = axes.pop(0)
         draw_noisy(ax, mfu, "C2")
         ax.set(title="Model FLOPs utilisation", xlabel="step", ylabel="MFU (%)")
         ax.set_ylim(bottom=0)
         mark_resumes(ax, run)
-    return save(fig, out / "throughput.png")
+        drawn.append("model FLOPs utilisation")
+    return save(fig, out / "throughput.png", "; ".join(drawn))
 
 
-def figure_compare(a: Run, b: Run, out: Path) -> str | None:
-    have_bpb = all(any(r.get("val_bpb") is not None for r in run.of("eval")) for run in (a, b))
+def figure_compare(a: Run, b: Run, out: Path) -> list[str]:
+    have_bpb = bool(bpb_points(a)) and bool(bpb_points(b))
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2 if have_bpb else 1, figsize=(13 if have_bpb else 9, 4.5), squeeze=False)
     ax = axes[0][0]
@@ -484,21 +501,21 @@ def figure_compare(a: Run, b: Run, out: Path) -> str | None:
     if have_bpb:
         ax = axes[0][1]
         for k, run in enumerate((a, b)):
-            points = [(t, r["val_bpb"]) for r in run.of("eval")
-                      if r.get("val_bpb") is not None and (t := run.tokens_at(r)) is not None]
-            ax.plot(*zip(*points, strict=True), color=f"C{k}", lw=1.6, marker="o", ms=4, label=run.name)
+            ax.plot(*zip(*bpb_points(run), strict=True), color=f"C{k}", lw=1.6, marker="o", ms=4, label=run.name)
         count_axis(ax.xaxis)
         ax.set(title="Bits per byte (validation)", xlabel="tokens seen", ylabel="bits per UTF-8 byte")
         ax.legend()
-    return save(fig, out / "compare.png")
+    return save(fig, out / "compare.png", "both runs on the same axes: loss"
+                + (" and bits per byte" if have_bpb else "") + " against tokens seen")
 
 
-def save(fig, path: Path) -> str:
+def save(fig, path: Path, caption: str) -> list[str]:
+    """Write ``fig`` to ``path``; returns its Markdown: the image and its caption (a sentence)."""
     import matplotlib.pyplot as plt
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-    return path.name
+    return [f"![{path.stem}]({path.name})", "", f"*{caption[0].upper() + caption[1:]}.*", ""]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -539,16 +556,11 @@ def section_summary(run: Run, f: dict, missing: list[str]) -> list[str]:
 
 def section_curves(run: Run, out: Path, missing: list[str]) -> list[str]:
     lines = ["## Curves", ""]
-    for draw, caption in (
-            (figure_loss, "Training loss at each logged step (and its trend, when noisy) and validation loss "
-                         "against tokens seen."),
-            (figure_bpb, "Validation bits per byte: the loss per UTF-8 byte of text, comparable across "
-                         "tokenizers and vocabulary sizes."),
-            (figure_tasks, "Downstream task accuracy at each evaluation."),
-            (figure_optimization, "Learning-rate schedule and gradient norm.")):
-        name = draw(run, out)
-        if name:
-            lines += [f"![{name[:-4]}]({name})", "", f"*{caption}*", ""]
+    for draw in (figure_loss, figure_bpb, figure_tasks, figure_optimization):
+        lines += draw(run, out)
+    if not run.of("eval"):
+        missing.append("**validation loss**: no eval record (the trainer evaluates every `training.eval_interval` "
+                       "steps and at the end)")
     if not task_series(run):
         missing.append("**task scores**: no eval record carries `tasks` (set `training.eval_tasks` to score "
                        "downstream tasks while training)")
@@ -592,9 +604,7 @@ def section_samples(run: Run, missing: list[str]) -> list[str]:
 
 def section_compare(a: Run, fa: dict, b: Run, fb: dict, out: Path) -> list[str]:
     lines = [f"## Compared with {b.name}", ""]
-    name = figure_compare(a, b, out)
-    if name:
-        lines += [f"![compare]({name})", "", f"*{a.name} and {b.name} on the same axes.*", ""]
+    lines += figure_compare(a, b, out)
     metrics = [
         ("parameters", lambda f: count(f["params"]) if f["params"] else "–"),
         ("steps", lambda f: f"{f['steps']:,}"),
@@ -692,10 +702,7 @@ def section_dataset(run: Run, data: Path | None, f: dict, missing: list[str]) ->
 
 def section_hardware(run: Run, f: dict, out: Path, missing: list[str]) -> list[str]:
     lines = ["## Throughput, memory and hardware", ""]
-    name = figure_throughput(run, out)
-    if name:
-        lines += [f"![throughput]({name})", "", "*Steps against wall-clock time; tokens per second between log "
-                  "points, of training alone and of the wall clock (evaluation and checkpoints included); MFU.*", ""]
+    lines += figure_throughput(run, out)
     wall = f["wall_s"]
     rows = [["tokens seen", f"{f['tokens']:,}" if f["tokens"] is not None else "–"],
             ["wall time", duration(wall)],
