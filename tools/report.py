@@ -696,7 +696,7 @@ def section_dataset(run: Run, data: Path | None, f: dict, missing: list[str]) ->
         lines += table(["source", "files", "documents", "tokens", "share", "planned"], rows,
                        right={1, 2, 3, 4, 5}) + [""]
     else:
-        lines += ["The manifest has no per-source table (a dataset built before sources were recorded).", ""]
+        lines += ["The manifest has no per-source table.", ""]
     return lines
 
 
