@@ -97,6 +97,17 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return build_dataset(tmp_path_factory.mktemp("tiny") / "data", sample_texts(400))
 
 
+@pytest.fixture(scope="session")
+def task_files(tiny_dataset, tmp_path_factory) -> list[Path]:
+    """Two small evaluation tasks made from the tiny dataset's val split by tools/make_tasks.py: multiple
+    choice (next_words.jsonl) and LAMBADA's format (last_word.jsonl)."""
+    out = tmp_path_factory.mktemp("tasks")
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "make_tasks.py"), str(tiny_dataset), "--out", str(out),
+                           "--items", "24", "--words", "4"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [out / "next_words.jsonl", out / "last_word.jsonl"]
+
+
 @pytest.fixture
 def copy_dataset(tmp_path, tiny_dataset):
     def _copy() -> Path:
@@ -471,10 +482,17 @@ def check_two_ranks_match_one_with_double_accumulation(data: Path, tmp_path: Pat
     assert sorted(ddp) == sorted(one) == list(range(1, 9))
     for step in one:
         assert math.isclose(ddp[step], one[step], rel_tol=1e-5), (step, ddp[step], one[step])
-    evals = [[json.loads(line)["val_loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-              if json.loads(line)["type"] == "eval"] for name in ("ddp", "one")]
+    evals = [[r for r in map(json.loads, (tmp_path / name / "metrics.jsonl").read_text().splitlines())
+              if r["type"] == "eval"] for name in ("ddp", "one")]
     assert len(evals[0]) == len(evals[1]) == 2
-    assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(*evals, strict=True))
+    for a, b in zip(*evals, strict=True):
+        assert math.isclose(a["val_loss"], b["val_loss"], rel_tol=1e-5)
+        assert math.isclose(a["val_bpb"], b["val_bpb"], rel_tol=1e-5)
+        # task scores: the items are split between the ranks and the counts summed
+        assert {k: v["items"] for k, v in a.get("tasks", {}).items()} == \
+            {k: v["items"] for k, v in b.get("tasks", {}).items()}
+        for name, score in a.get("tasks", {}).items():
+            assert math.isclose(score["acc"], b["tasks"][name]["acc"], abs_tol=1e-9), name
 
 
 def wait_for(predicate, proc, timeout=60):

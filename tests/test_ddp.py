@@ -23,8 +23,11 @@ def launch(data, out, overrides, nproc=2) -> list[str]:
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_match_one_process_with_double_accumulation(tiny_dataset, tmp_path):
-    check_two_ranks_match_one_with_double_accumulation(tiny_dataset, tmp_path, "demo", TINY)
+def test_two_gloo_ranks_match_one_process_with_double_accumulation(tiny_dataset, task_files, tmp_path):
+    """...with the evaluation's tasks: each rank scores half of the items, and the counts add up."""
+    tasks = ",".join(str(f) for f in task_files)
+    check_two_ranks_match_one_with_double_accumulation(tiny_dataset, tmp_path, "demo",
+                                                       TINY + [f"training.eval_tasks={tasks}"])
 
 
 @pytest.mark.slow

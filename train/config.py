@@ -64,6 +64,11 @@ class TrainingConfig:
     muon_momentum: float = 0.95    # optimizer=muon: Muon's (Nesterov) momentum
     embed_lr: float = 6e-4         # optimizer=muon: AdamW's peak lr for the token (and position) embedding
     head_lr: float = 6e-4          # optimizer=muon: AdamW's peak lr for an untied head (model.untied_head)
+    # what an evaluation measures besides val loss and bits per byte (README "Reading a run")
+    eval_tasks: list[str] = field(default_factory=list)  # task files, [KIND:]PATH (train/tasks.py), e.g. hellaswag:F
+    eval_tasks_interval: int = 0   # steps between task evaluations (a multiple of eval_interval); 0 = every one
+    sample_prompts: list[str] = field(default_factory=list)  # prompts completed at each evaluation; [] = a default set
+    sample_tokens: int = 32        # new tokens per sample (greedy); 0 = no samples
 
 
 @dataclass
@@ -193,6 +198,10 @@ RULES: dict[str, Rule] = {
     "training.muon_momentum": number(0, 1, below=True),
     "training.embed_lr": number(0),
     "training.head_lr": number(0),
+    "training.eval_tasks": (lambda v: all(item.strip() for item in v), "a list of task files, [KIND:]PATH"),
+    "training.eval_tasks_interval": integer(0),     # 0: at every evaluation
+    "training.sample_prompts": (lambda v: all(item.strip() for item in v), "a list of non-empty prompts"),
+    "training.sample_tokens": integer(0),           # 0: no samples
     "data.prefetch": integer(1),
     "logging.tensorboard": BOOLEAN,
     "logging.wandb": BOOLEAN,
@@ -207,6 +216,10 @@ JOINT_RULES: list[tuple[Callable[[Config], bool], Callable[[Config], str]]] = [
      lambda c: f"model.d_model ({c.model.d_model}) must be divisible by model.n_heads ({c.model.n_heads})"),
     (lambda c: not (c.model.swiglu and c.model.relu2),
      lambda c: "model.swiglu and model.relu2 are two kinds of MLP; set at most one of them to true"),
+    (lambda c: not (c.training.eval_tasks_interval and c.training.eval_interval)
+     or c.training.eval_tasks_interval % c.training.eval_interval == 0,
+     lambda c: f"training.eval_tasks_interval ({c.training.eval_tasks_interval}) must be a multiple of "
+               f"training.eval_interval ({c.training.eval_interval}): tasks are scored at evaluations"),
     (lambda c: not c.model.rope or (c.model.d_model // c.model.n_heads) % 2 == 0,
      lambda c: f"model.rope=true needs an even head size, but model.d_model / model.n_heads = "
                f"{c.model.d_model // c.model.n_heads}; change one of them"),
@@ -218,7 +231,21 @@ def _section_fields(obj) -> dict[str, dataclasses.Field]:
 
 
 def _coerce(value: Any, kind: type | str, where: str) -> Any:
-    """``value`` as a field of type ``kind``; strings (from the command line) are parsed."""
+    """``value`` as a field of type ``kind``; strings (from the command line) are parsed. A list of strings
+    is given in JSON as a list, on the command line as a JSON list or comma-separated ("" for none)."""
+    if kind == "list[str]":
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{where}: {value!r} is not a JSON list ({e})") from None
+            else:
+                value = [item.strip() for item in text.split(",") if item.strip()]
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return list(value)
+        raise ConfigError(f"{where}: expected a list of strings (in --set: A,B or a JSON list), got {value!r}")
     kind = {"int": int, "float": float, "bool": bool, "str": str}.get(kind, kind) if isinstance(kind, str) else kind
     if kind is bool:
         if isinstance(value, bool):
@@ -310,6 +337,10 @@ MUTABLE_ON_RESUME: dict[str, str] = {
     "training.batch_size": "the micro-batch per process (the accumulation follows; the global batch stays)",
     "training.device": "where to train (the state moves with the run)",
     "training.compile": "whether to compile (the same arithmetic)",
+    "training.eval_tasks": "what an evaluation scores besides the val loss",
+    "training.eval_tasks_interval": "how often tasks are scored",
+    "training.sample_prompts": "what an evaluation completes",
+    "training.sample_tokens": "how long the samples are",
     "data.prefetch": "how far the loader reads ahead",
     "logging.tensorboard": "where to log",
     "logging.wandb": "where to log",

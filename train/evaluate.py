@@ -50,7 +50,7 @@ import shards
 import tokenizer as tk
 from train.checkpoint import STATE_NAME, find_checkpoint, load_model, read_index
 from train.generate import STOP_EOT, generate_ids, pick_device, read_prompts
-from train.loader import ValWindows
+from train.loader import IGNORE_TARGET, ValWindows
 from train.model import GPT
 from train.tasks import load_tasks, score_tasks
 
@@ -91,17 +91,20 @@ def window_sums(model, batches, byte_lengths: torch.Tensor | None, autocast=None
     top-1 hits, top-5 hits] (the last two zero unless ``accuracy``; the bytes zero without ``byte_lengths``).
 
     A target that stands for no text (the separator ``<|endoftext|>``, 0 bytes in ``byte_lengths``)
-    counts in the loss but in neither sum of bits per byte; see :func:`val_metrics`."""
+    counts in the loss but in neither sum of bits per byte; see :func:`val_metrics`. Targets equal to
+    ``IGNORE_TARGET`` (the rows that pad a batch to its fixed shape) count nowhere."""
     autocast = autocast or contextlib.nullcontext()
     total = None
     for x, y in batches:
         with autocast:
             logits, _ = model(x)  # (B, T, vocab_size)
-        nats = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").double()  # (B*T,)
+        real = (y != IGNORE_TARGET).flatten()  # (B*T,)
+        nats = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none",
+                               ignore_index=IGNORE_TARGET).double()  # (B*T,), 0 where ignored
         row = torch.zeros(6, dtype=torch.float64, device=y.device)
-        row[0], row[1] = nats.sum(), y.numel()
+        row[0], row[1] = nats.sum(), real.sum()
         if byte_lengths is not None:
-            nbytes = byte_lengths[y.flatten()]  # (B*T,)
+            nbytes = byte_lengths[y.flatten().clamp(min=0)] * real  # (B*T,)
             row[2], row[3] = (nats * (nbytes > 0)).sum(), nbytes.sum()
         if accuracy:
             top = logits.topk(min(5, logits.size(-1)), dim=-1).indices  # (B, T, 5)
@@ -121,7 +124,7 @@ def metrics_from_sums(sums: list[float]) -> dict:
 
 @torch.no_grad()
 def val_metrics(model, val: ValWindows, batch_size: int, device: torch.device, autocast=None, rank: int = 0,
-                world_size: int = 1, byte_lengths: torch.Tensor | None = None) -> dict:
+                world_size: int = 1, byte_lengths: torch.Tensor | None = None, pad: bool = False) -> dict:
     """Loss, perplexity and bits per byte over the fixed validation windows, in one pass, all ranks together.
 
     Returns {"val_loss", "val_ppl", "val_bpb", "tokens", "bytes"}. ``val_loss``: mean nats per target
@@ -134,11 +137,14 @@ def val_metrics(model, val: ValWindows, batch_size: int, device: torch.device, a
 
     Under DDP (``world_size`` > 1) every rank must call it: rank r reads windows r, r + world_size, ...,
     and the float64 sums are all-reduced, so any number of processes gives one process's figures.
-    ``model`` may be wrapped (DDP, compiled); its train/eval mode is restored."""
+    ``model`` may be wrapped (DDP, compiled); its train/eval mode is restored. ``pad``: every batch has
+    ``batch_size`` rows (the last one padded with ignored targets), so a compiled model sees one shape
+    and compiles its evaluation graph once (what the trainer asks for)."""
     was_training = model.training
     model.eval()
     try:
-        sums = window_sums(model, val.batches(batch_size, device, rank, world_size), byte_lengths, autocast)
+        sums = window_sums(model, val.batches(batch_size, device, rank, world_size, pad=pad), byte_lengths,
+                           autocast)
     finally:
         model.train(was_training)
     sums = sums.to(device)

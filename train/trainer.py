@@ -39,6 +39,7 @@ import torch
 import torch.distributed as dist
 
 import shards
+import tokenizer as tk
 from train import checkpoint as ckpt
 from train.config import (
     MUTABLE_ON_RESUME,
@@ -49,10 +50,12 @@ from train.config import (
     resolve_batch,
     resume_changes,
 )
+from train.evaluate import DEFAULT_PROMPTS, EvaluationError, byte_length_table, complete_prompts, val_metrics
 from train.init_from import InitWeights, load_init_weights
-from train.loader import IGNORE_TARGET, Loader, ValWindows
+from train.loader import Loader, ValWindows
 from train.model import GPT, ModelConfig, peak_flops
 from train.optim import build_optimizer, set_lr
+from train.tasks import Task, load_tasks, score_tasks
 
 METRICS_NAME = "metrics.jsonl"
 WANDB_ID_NAME = "wandb_run_id"  # the W&B run this directory logs to (logging.wandb=true)
@@ -156,24 +159,6 @@ def estimate_memory_bytes(cfg: Config, n_params: int, precision: str) -> int:
     activations = layers * tokens * m.d_model * 34 * act_bytes // 2
     logits = 3 * tokens * m.vocab_size * 4
     return 16 * n_params + activations + logits
-
-
-@torch.no_grad()
-def evaluate(model, val: ValWindows, batch_size: int, device, autocast, d: Dist) -> float:
-    """Mean loss over the fixed validation windows (all ranks together). Batches have one shape (padded),
-    so a compiled model compiles its no-grad graph once, at the first evaluation."""
-    model.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, windows)
-    for x, y in val.batches(batch_size, device, d.rank, d.world_size, pad=True):
-        with autocast:
-            _, loss = model(x, y)  # the mean over the batch's real windows: padded rows have ignored targets
-        n = (y[:, 0] != IGNORE_TARGET).sum().double()
-        total += torch.stack([loss.double() * n, n])
-    if d.world_size > 1:
-        dist.all_reduce(total)
-    model.train()
-    s, n = total.tolist()
-    return s / n
 
 
 EXIT_PREEMPTED = 75  # exit status of a run stopped by a signal after its checkpoint: "preempted, resume me"
@@ -303,12 +288,26 @@ class Metrics:
             raise TrainingError(f"cannot append to {self.path}: {e.strerror or e}. Free space on that filesystem "
                                 f"(or fix its permissions), then rerun the same command: it resumes from the last "
                                 f"checkpoint") from None
-        numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
+        if self.tb is None and self.wandb is None:
+            return
+        kind, step = record["type"], record["step"]
+        if kind == "samples":
+            table = "\n\n".join(f"**{x['prompt']}**{x['completion']}" for x in record["samples"])
+            if self.tb is not None:
+                self.tb.add_text("samples", table, step)
+            if self.wandb is not None:
+                import wandb
+                self.wandb.log({"samples": wandb.Table(columns=["prompt", "completion"], data=[
+                    [x["prompt"], x["completion"]] for x in record["samples"]])}, step=step)
+            return
+        if kind not in ("train", "eval"):
+            return
+        numbers = dict(flat_numbers(record, kind))
         if self.tb is not None:
             for k, v in numbers.items():
-                self.tb.add_scalar(f"{record['type']}/{k}", v, record["step"])
+                self.tb.add_scalar(k, v, step)
         if self.wandb is not None:
-            self.wandb.log({f"{record['type']}/{k}": v for k, v in numbers.items()}, step=record["step"])
+            self.wandb.log(numbers, step=step)
 
     def close(self) -> None:
         try:
@@ -320,6 +319,29 @@ class Metrics:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def flat_numbers(record: dict, prefix: str):
+    """("prefix/key", number) for every number in ``record``, nested dicts (task scores) as "prefix/tasks/name/acc"."""
+    for key, value in record.items():
+        if key in ("type", "step"):
+            continue
+        if isinstance(value, dict):
+            yield from flat_numbers(value, f"{prefix}/{key}")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{prefix}/{key}", value
+
+
+def peak_memory(device: torch.device) -> tuple[int | None, int]:
+    """(peak bytes allocated on the accelerator by this process, None on CPU; peak resident bytes of this
+    process on the host, from getrusage: kilobytes on Linux)."""
+    import resource
+    device_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return device_peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _gib(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 2**30:.2f} GiB"
 
 
 def _fmt_time(seconds: float) -> str:
@@ -341,9 +363,12 @@ class TrainState:
     best_val_loss: float = math.inf
     evals_since_best: int = 0
     last_val_loss: float | None = None
+    last_val_bpb: float | None = None      # of the last evaluation (for the summary; not checkpointed)
+    last_tasks: dict | None = None         # the last task scores (for the summary; not checkpointed)
     elapsed_before: float = 0.0            # seconds trained by earlier processes of this run
     started: float = field(default_factory=time.time)  # when this process started training (time.time())
     changes: list[dict] = field(default_factory=list)  # config changes made on resume: {"step", "key", "from", "to"}
+    eval_s: float = 0.0                    # seconds spent evaluating (val windows, tasks, samples), the whole run
 
     @property
     def elapsed_s(self) -> float:
@@ -352,7 +377,7 @@ class TrainState:
     def state_dict(self) -> dict:
         return {"step": self.step, "tokens": self.tokens, "best_val_loss": self.best_val_loss,
                 "evals_since_best": self.evals_since_best, "last_val_loss": self.last_val_loss,
-                "elapsed_s": self.elapsed_s, "changes": self.changes}
+                "elapsed_s": self.elapsed_s, "changes": self.changes, "eval_s": self.eval_s}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.tokens = state["step"], state["tokens"]
@@ -360,6 +385,7 @@ class TrainState:
         self.last_val_loss = state.get("last_val_loss")
         self.elapsed_before, self.started = state["elapsed_s"], time.time()
         self.changes = list(state.get("changes", []))
+        self.eval_s = float(state.get("eval_s", 0.0))
 
 
 @dataclass
@@ -390,6 +416,9 @@ class Run:
     autocast: contextlib.AbstractContextManager
     flops_per_token: float
     peak: float | None                # dense peak FLOP/s of the accelerator, None when unknown
+    tok: object | None                # the dataset's tokenizer (tasks, samples); None when it cannot be read
+    byte_lengths: torch.Tensor | None  # UTF-8 bytes of each token id (bits per byte); None when unknown
+    tasks: list[Task]                 # training.eval_tasks, read once
     last_checkpoint: str | None = None  # the newest complete checkpoint, named when the run stops on an error
     writer: ckpt.Writer = field(default_factory=ckpt.Writer)        # checkpoints, written in the background
     host_copies: ckpt.HostCopies = field(default_factory=ckpt.HostCopies)  # the snapshots' host buffers
@@ -490,6 +519,7 @@ def setup(request: Config | ConfigRequest, data_dir: Path, run_dir: Path, resume
     val = ValWindows(data_dir, manifest, cfg.model.seq_len, t.eval_windows)
     for warning in setup_warnings(cfg, manifest, max_steps, len(val)):
         say(f"warning: {warning}")
+    tok, byte_lengths, tasks = eval_parts(cfg, data_dir, device, say)
 
     # compile the model, then wrap it in DDP (PyTorch's "Where to apply torch.compile?", nanoGPT): dynamo then
     # splits the graph at DDP's gradient buckets (torch._dynamo.config.optimize_ddp) so that the all-reduces
@@ -510,8 +540,30 @@ def setup(request: Config | ConfigRequest, data_dir: Path, run_dir: Path, resume
                ddp=ddp, optimizer=build_optimizer(model, cfg, device),
                scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None, loader=loader, val=val,
                autocast=torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext(),
-               flops_per_token=model.estimate_flops_per_token(), peak=peak,
+               flops_per_token=model.estimate_flops_per_token(), peak=peak, tok=tok, byte_lengths=byte_lengths,
+               tasks=tasks,
                last_checkpoint=str(resume_from) if resume_from else None)
+
+
+def eval_parts(cfg: Config, data_dir: Path, device: torch.device, say) -> tuple[object, torch.Tensor | None,
+                                                                              list[Task]]:
+    """What an evaluation needs besides the val windows: the dataset's tokenizer (samples, tasks), its
+    byte-length table (bits per byte) and the task files of training.eval_tasks (a TaskError names a bad
+    one before anything trains). A dataset whose tokenizer cannot be read trains without the first two."""
+    t = cfg.training
+    try:
+        tok = tk.load(data_dir / shards.TOKENIZER_NAME)
+    except tk.TokenizerError as e:
+        if t.eval_tasks:
+            raise TrainingError(f"training.eval_tasks needs the dataset's tokenizer: {e}") from None
+        say(f"note: {e}; this run logs no bits per byte and no samples")
+        return None, None, []
+    try:
+        byte_lengths = byte_length_table(tok, device)
+    except EvaluationError as e:
+        say(f"note: {e}; this run logs no bits per byte")
+        byte_lengths = None
+    return tok, byte_lengths, load_tasks(t.eval_tasks)
 
 
 def setup_warnings(cfg: Config, manifest: dict, max_steps: int, val_windows: int) -> list[str]:
@@ -774,7 +826,7 @@ def fit(run: Run, state: TrainState, metrics: Metrics | None) -> dict:
                 log_train(run, metrics, state, meter, now, lr, last_loss, grad_norm)
             is_best = False
             if due.eval and len(run.val):
-                is_best = run_eval(run, metrics, state, lr, last_loss)
+                is_best = run_eval(run, metrics, state, lr, last_loss, last=state.step == run.max_steps)
                 if t.early_stop_patience and state.evals_since_best >= t.early_stop_patience:
                     stop_reason = f"early stop: no better val loss in {state.evals_since_best} evaluations"
             if signalled:
@@ -871,30 +923,70 @@ def log_train(run: Run, metrics: Metrics | None, state: TrainState, meter: Throu
     record = {"type": "train", "step": state.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
               "tokens": state.tokens, "tokens_per_s": tok_s, "wall_tokens_per_s": wall_tok_s,
               "elapsed_s": state.elapsed_before + now - state.started}
+    record["peak_mem_device"], record["peak_mem_host"] = peak_memory(run.device)
     line = (f"step {state.step:>7,}/{run.max_steps:,} | loss {loss:.4f} | lr {lr:.2e} | "
             f"grad norm {grad_norm:.3f} | {tok_s:,.0f} tok/s ({wall_tok_s:,.0f} wall) | ETA {_fmt_time(eta)}")
     if run.peak:
         record["mfu"] = run.flops_per_token * tok_s / run.d.world_size / run.peak
         line += f" | MFU {100 * record['mfu']:.1f}%"
+    line += f" | mem {_gib(record['peak_mem_device'] or record['peak_mem_host'])}"
     run.say(line, flush=True)
     if metrics:
         metrics.log(record)
 
 
-def run_eval(run: Run, metrics: Metrics | None, state: TrainState, lr: float, loss: float) -> bool:
-    """Evaluate on the val windows, update the best val loss and log; returns whether this one is the best."""
-    val_loss = evaluate(run.train_model, run.val, run.cfg.training.batch_size, run.device, run.autocast, run.d)
+def run_eval(run: Run, metrics: Metrics | None, state: TrainState, lr: float, loss: float, last: bool) -> bool:
+    """Evaluate: loss, perplexity and bits per byte on the val windows (every rank), the tasks when due
+    (every rank), samples (rank 0); update the best val loss, log, and return whether this one is the best."""
+    t, d = run.cfg.training, run.d
+    start = time.time()
+    # one shape for every batch (padded), so a compiled model compiles its evaluation graph once
+    m = val_metrics(run.train_model, run.val, t.batch_size, run.device, run.autocast, d.rank, d.world_size,
+                    run.byte_lengths, pad=True)
+    tasks = None
+    if run.tasks and (last or t.eval_tasks_interval == 0 or state.step % t.eval_tasks_interval == 0):
+        tasks = score_tasks(run.model, run.tasks, run.tok, run.device, run.autocast, d.rank, d.world_size,
+                            t.batch_size)
+    samples = None
+    if d.main and run.tok is not None and t.sample_tokens:
+        samples = complete_prompts(run.model, run.tok, t.sample_prompts or DEFAULT_PROMPTS, t.sample_tokens,
+                                   run.device, run.autocast)
+    seconds = time.time() - start
+    state.eval_s += seconds
+    val_loss = m["val_loss"]
     is_best = val_loss < state.best_val_loss
     state.last_val_loss = val_loss
     state.best_val_loss, state.evals_since_best = ((val_loss, 0) if is_best else
                                                    (state.best_val_loss, state.evals_since_best + 1))
-    ppl = math.exp(min(val_loss, 50))
-    run.say(f"step {state.step:>7,} | val loss {val_loss:.4f} | ppl {ppl:.2f}{' (best)' if is_best else ''}",
-            flush=True)
+    state.last_val_bpb, state.last_tasks = m["val_bpb"], tasks or state.last_tasks
+    line = f"step {state.step:>7,} | val loss {val_loss:.4f}"
+    if m["val_bpb"] is not None:
+        line += f" | bpb {m['val_bpb']:.4f}"
+    line += f" | ppl {m['val_ppl']:.2f}{' (best)' if is_best else ''}"
+    for name, score in (tasks or {}).items():
+        line += f" | {name} {score_text(score)}"
+    run.say(line + f" | {seconds:.1f} s", flush=True)
+    for sample in samples or []:
+        completion = " ".join(sample["completion"].split())
+        run.say(f"    {sample['prompt']!r} -> {completion[:100]!r}{'...' if len(completion) > 100 else ''}")
     if metrics:
-        metrics.log({"type": "eval", "step": state.step, "loss": loss, "lr": lr, "tokens": state.tokens,
-                     "val_loss": val_loss, "val_ppl": ppl, "best_val_loss": state.best_val_loss})
+        record = {"type": "eval", "step": state.step, "loss": loss, "lr": lr, "tokens": state.tokens,
+                  "val_loss": val_loss, "val_bpb": m["val_bpb"], "val_ppl": m["val_ppl"],
+                  "best_val_loss": state.best_val_loss, "eval_s": seconds}
+        if tasks:
+            record["tasks"] = tasks
+        metrics.log(record)
+        if samples:
+            metrics.log({"type": "samples", "step": state.step,
+                         "samples": [{"prompt": x["prompt"], "completion": x["completion"]} for x in samples]})
     return is_best
+
+
+def score_text(score: dict) -> str:
+    """A task's score as the log line shows it: normalised accuracy where the task defines it."""
+    if score.get("acc_norm") is not None:
+        return f"acc_norm {score['acc_norm']:.3f}"
+    return f"acc {score['acc']:.3f}"
 
 
 def finish_writes(run: Run) -> Callable[[], str | None]:
@@ -934,14 +1026,27 @@ def summarize(run: Run, state: TrainState, last_loss: float | None, stop_reason:
     """Print and return how the run ended."""
     elapsed = state.elapsed_s
     best = state.best_val_loss if math.isfinite(state.best_val_loss) else None
+    device_peak, host_peak = peak_memory(run.device)
     summary = {"steps": state.step, "tokens": state.tokens, "final_loss": last_loss,
-               "final_val_loss": state.last_val_loss, "best_val_loss": best, "elapsed_s": elapsed,
+               "final_val_loss": state.last_val_loss, "final_val_bpb": state.last_val_bpb, "best_val_loss": best,
+               "tasks": state.last_tasks, "elapsed_s": elapsed, "eval_s": state.eval_s,
+               "peak_mem_device": device_peak, "peak_mem_host": host_peak,
                "checkpoint": run.last_checkpoint, "stop_reason": stop_reason,
                "preempted": stop_reason.startswith("stopped by signal")}
 
     def fmt(v):
         return "n/a" if v is None else f"{v:.4f}"
-    run.say(f"\n{stop_reason} after {state.step:,} steps, {state.tokens:,} tokens in {_fmt_time(elapsed)}")
-    run.say(f"final train loss {fmt(last_loss)}, val loss {fmt(state.last_val_loss)}, best val loss {fmt(best)}")
+    run.say(f"\n{stop_reason} after {state.step:,} steps, {state.tokens:,} tokens in {_fmt_time(elapsed)} "
+            f"({state.tokens / max(elapsed, 1e-9):,.0f} tokens/s by the wall clock; evaluation "
+            f"{_fmt_time(state.eval_s)}, {100 * state.eval_s / max(elapsed, 1e-9):.1f}% of it)")
+    run.say(f"final train loss {fmt(last_loss)}, val loss {fmt(state.last_val_loss)}, val bits per byte "
+            f"{fmt(state.last_val_bpb)}, best val loss {fmt(best)}")
+    if state.last_tasks:
+        run.say("tasks: " + ", ".join(f"{name} {score_text(score)} ({score['items']:,} items)"
+                                       for name, score in state.last_tasks.items()))
+    memory = f"{_gib(host_peak)} of host memory (this process)"
+    if device_peak is not None:
+        memory = f"{_gib(device_peak)} on {run.device}, {memory}"
+    run.say(f"peak memory: {memory}")
     run.say(f"checkpoints: {run.run_dir / ckpt.CHECKPOINT_DIR} (latest {run.last_checkpoint})")
     return summary
