@@ -136,12 +136,11 @@ def count_params(run: Run) -> int | None:
 
 def trained_fingerprint(run: Run) -> str | None:
     """The dataset fingerprint the run's latest checkpoint was trained on, None without a checkpoint."""
-    from train.checkpoint import STATE_NAME, CheckpointError, find_checkpoint
+    from train.checkpoint import CheckpointError, find_checkpoint, read_part
     try:
-        state = json.loads((find_checkpoint(run.path) / STATE_NAME).read_text(encoding="utf-8"))
-    except (CheckpointError, OSError, json.JSONDecodeError):
+        return read_part(find_checkpoint(run.path), "fingerprints").get("dataset_fingerprint")
+    except CheckpointError:
         return None
-    return state.get("dataset_fingerprint")
 
 
 # ---------------------------------------------------------------------------------------------------
