@@ -4,6 +4,9 @@ load into the other."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -172,3 +175,17 @@ def test_fused_state_loads_into_torch_muon():
     stock.load_state_dict(opt.state_dict())
     for a, b in zip(stock.muon.state.values(), opt.muon.state.values(), strict=True):
         assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+
+
+@pytest.mark.slow
+def test_bench_muon_prints_its_table():
+    """tools/bench_muon.py end to end on demo_modern's 16 matrices: every row, equal updates on CPU.
+    Nothing about speed is asserted."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "tools/bench_muon.py", "--preset", "demo_modern", "--steps", "1"],
+                          cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split()[0] + " " + line.split()[1]: line.split() for line in done.stdout.splitlines()
+            if line.startswith(("torch.optim.Muon", "FusedMuon"))}
+    assert set(rows) == {"torch.optim.Muon 368", "FusedMuon eager", "FusedMuon compiled"}
+    assert all(float(row[-1]) < 2 ** -8 for row in rows.values())  # max |p - p_stock| / |moved|

@@ -2,6 +2,10 @@
 hooks for the activations, torch's memory profiler for a step's peak), on small configs of both recipes."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -122,3 +126,18 @@ def test_dry_run_prints_the_breakdown(tiny_dataset, tmp_path, capsys):
     for part in ("estimated memory per process", "weights", "grads", "AdamW moments", "Muon momentum",
                  "activations (eager)", "(compiled", "output layer and loss", "largest transient"):
         assert part in out, part
+
+
+@pytest.mark.slow
+def test_bench_memory_prints_its_tables():
+    """tools/bench_memory.py end to end on two shrunk presets, without the compiled measurement: every
+    row, and the estimates within 10% of what it measures."""
+    root = Path(__file__).resolve().parents[1]
+    args = [sys.executable, "tools/bench_memory.py", "--presets", "demo,demo_modern", "--seq-len", "64",
+            "--micro-batch", "2", "--vocab-size", "1000", "--no-compile"]
+    done = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith(("demo ", "demo_modern "))]
+    measured, fits = [r for r in rows if "/" not in r], [r for r in rows if "/" in r]
+    assert len(measured) == 6 and all(abs(float(r[-1]) - 1) < 0.10 for r in measured)
+    assert len(fits) == 2 and all(len(r) == 1 + 3 * 4 for r in fits)  # "E / C" for 4 GPU sizes
