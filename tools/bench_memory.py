@@ -10,7 +10,7 @@ loss-only forward the trainer uses) it measures on CPU:
 * saved activations, eager: the bytes of every storage autograd keeps from the forward to backward,
   parameters left out (``measure_saved_bytes``: saved-tensor hooks);
 * saved activations under ``torch.compile`` (inductor on CPU), the same way;
-* the step's peak: torch's memory profiler over one micro-batch's forward and backward and the
+* the step's peak: torch.profiler's memory events over one micro-batch's forward and backward and the
   optimizer step, with the optimizer state already created and, under gradient accumulation, the
   grads of an earlier micro-batch already held (``measure_peak_bytes``);
 * the saved activations of the forward that returns the logits, for what the loss-only forward saves.
@@ -75,7 +75,9 @@ def measure(cfg, compile_too: bool, peak: bool, say) -> dict[str, int]:
             optimizer.zero_grad(set_to_none=True)
 
         start = time.perf_counter()
-        out["peak"] = memory.measure_peak_bytes(micro_batch_and_step, torch.device("cpu"))
+        held = [*model.parameters(), *(p.grad for p in model.parameters() if p.grad is not None),
+                *memory.tensors_in(optimizer.state_dict())]
+        out["peak"] = memory.measure_peak_bytes(micro_batch_and_step, held, torch.device("cpu"))
         say(f"  peak of a micro-batch and the optimizer step: {time.perf_counter() - start:.0f}s")
         del optimizer
     else:
@@ -97,7 +99,7 @@ def main(argv=None) -> None:
     p.add_argument("--micro-batch", type=int, help="default: each preset's training.batch_size")
     p.add_argument("--seq-len", type=int, help="default: each preset's model.seq_len")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
-    p.add_argument("--no-peak", action="store_true", help="skip the memory profiler's peak (a full step)")
+    p.add_argument("--no-peak", action="store_true", help="skip the peak of a step (forward, backward, optimizer step)")
     args = p.parse_args(argv)
     names = [n for n in args.presets.split(",") if n]
 
@@ -116,7 +118,7 @@ def main(argv=None) -> None:
                              memory.largest_micro_batch(cfg, "bf16", g, True)) for g in GPUS_GIB]))
 
     print(f"\nbench_memory: bf16 autocast on CPU, {torch.get_num_threads()} threads; estimate = train/memory.py, "
-          f"measured = saved-tensor hooks (saved activations) and torch's memory profiler (peak)")
+          f"measured = saved-tensor hooks (saved activations) and torch.profiler's memory events (peak)")
     print(f"{'preset':<18}{'micro-batch':>12}  {'what':<34}{'estimated GiB':>14}{'measured GiB':>14}{'est/meas':>10}")
     labels = {"eager": "saved activations, eager", "compiled": "saved activations, compiled",
               "peak": "peak of a step, eager", "logits path": "saved, forward returning logits"}

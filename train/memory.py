@@ -3,18 +3,22 @@
 ``estimate(cfg, precision)`` returns a :class:`MemoryEstimate`: fp32 weights and gradients, each
 optimizer's state (AdamW's two moments, Muon's momentum), the tensors autograd keeps from forward to
 backward ("activations": the blocks', eager and under ``torch.compile``, and the output layer's, with
-the loss-only forward the trainer uses and with full logits), and the largest transient. Its
+the loss-only training forward ``model(idx, targets, return_logits=False)`` and with full logits),
+and the largest transients. Its
 ``lines()`` are what ``python -m train --dry-run`` prints; ``largest_micro_batch`` answers which
 micro-batch fits a GPU of a given size.
 
 The activation terms are counted tensor by tensor from what each operation of ``train/model.py``
-saves for backward (bytes per token per layer, plus per-matrix terms), for the presets' options (the
-two recipes, dropout 0). :func:`measure_saved_bytes` measures the same quantity with saved-tensor hooks
-(each storage autograd keeps, parameters left out, counted once); ``tests/test_memory.py`` holds the
-two within 10% on small configs and ``tools/bench_memory.py`` compares them per preset at its
-micro-batch on CPU. On a GPU the attention kernel (flash or memory-efficient SDPA) saves the same
-query, key, value, output and log-sum-exp as the CPU one; that, the allocator's rounding and the CUDA
-context are what the CPU measurement cannot check.
+saves for backward (bytes per token per layer, plus per-matrix terms). They are checked for the
+presets' options (both recipes, dropout 0, no gradient checkpointing; swiglu and gradient
+checkpointing are counted the same way but not measured; dropout's masks are not counted).
+:func:`measure_saved_bytes` measures the same quantity with saved-tensor hooks (each storage autograd
+keeps, parameters left out, counted once) and :func:`measure_peak_bytes` a step's peak with the
+profiler's memory events; ``tests/test_memory.py`` holds the estimate within 10% of both on small
+configs and ``tools/bench_memory.py`` compares them per preset at its micro-batch on CPU. On a GPU
+the attention kernel (flash or memory-efficient SDPA) saves the same query, key, value, output and
+log-sum-exp as the CPU one; that, the allocator's rounding and the CUDA context are what the CPU
+measurement cannot check.
 """
 from __future__ import annotations
 
@@ -22,7 +26,6 @@ import contextlib
 import json
 import math
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -260,16 +263,30 @@ def measure_saved_bytes(model: GPT, idx: torch.Tensor, targets: torch.Tensor, pr
     return sum(kept.values()), loss
 
 
-def measure_peak_bytes(step, device: torch.device) -> int:
-    """Peak bytes allocated on ``device`` while ``step()`` runs, everything that exists before it
-    (weights, optimizer state, grads) included: torch's memory profiler's timeline, which sees CPU
-    allocations as well as CUDA ones."""
+def tensors_in(state) -> list[torch.Tensor]:
+    """Every tensor in a (nested) state dict: an optimizer's state, for :func:`measure_peak_bytes`."""
+    if torch.is_tensor(state):
+        return [state]
+    if isinstance(state, dict):
+        return [t for v in state.values() for t in tensors_in(v)]
+    if isinstance(state, (list, tuple)):
+        return [t for v in state for t in tensors_in(v)]
+    return []
+
+
+def measure_peak_bytes(step, held: list[torch.Tensor], device: torch.device) -> int:
+    """Peak bytes on ``device`` while ``step()`` runs: the storages of ``held`` (what exists before it and
+    lives through it: weights, grads, optimizer state), counted once, plus the most the step itself has
+    allocated at any moment, from the "Total Allocated" of torch's profiler's memory events (which on
+    CPU count blocks allocated since profiling started)."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held if t.device == device}
+    with torch.profiler.profile(profile_memory=True) as prof:
+        step()
     with tempfile.TemporaryDirectory() as tmp:
-        with torch.profiler.profile(profile_memory=True, record_shapes=True, with_stack=True) as prof:
-            step()
-        path = Path(tmp) / "timeline.json"
-        with warnings.catch_warnings():  # deprecated for CUDA's memory snapshots, which do not see CPU memory
-            warnings.simplefilter("ignore", FutureWarning)
-            prof.export_memory_timeline(str(path), device=str(device))
-        _, sizes = json.loads(path.read_text())
-    return max(sum(per_category) for per_category in sizes)
+        path = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(path))
+        events = json.loads(path.read_text())["traceEvents"]
+    device_type = 0 if device.type == "cpu" else 1  # the trace's "Device Type": c10's DeviceType (CPU 0, CUDA 1)
+    totals = [e["args"]["Total Allocated"] for e in events
+              if e.get("name") == "[memory]" and e["args"].get("Device Type") == device_type]
+    return sum(storages.values()) + max(totals, default=0)
