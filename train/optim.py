@@ -97,7 +97,8 @@ _compiled = None
 def compiled_orthogonalize_groups():
     """:func:`orthogonalize_groups` compiled, once per process: inductor fuses the stacking, casts and
     norms around the batched matmuls. ``emulate_precision_casts`` rounds to bf16 where the eager code
-    does, so the compiled update stays the stock optimizer's (bitwise on CPU, measured)."""
+    does, so the compiled update stays the stock optimizer's to bf16 rounding (measured on CPU: bitwise at
+    the tests' small shapes, 0.6% of the movement at 75m_dolma_modern's)."""
     global _compiled
     if _compiled is None:
         _compiled = torch.compile(orthogonalize_groups, dynamic=False, fullgraph=True,
