@@ -23,8 +23,10 @@ kernel (see train/memory.py); a 75M preset takes minutes per measurement on a 2-
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a fresh clone
@@ -49,7 +51,11 @@ def preset_config(name: str, args):
     return cfg
 
 
-def measure(cfg, compile_too: bool, peak: bool, say) -> dict[str, int]:
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def measure(cfg, compile_too: bool, peak: bool) -> dict[str, int]:
     """The measured figures of one config in bytes: "eager", "compiled", "peak", "logits path" (a
     figure not asked for is left out)."""
     torch.manual_seed(0)
@@ -108,7 +114,10 @@ def main(argv=None) -> None:
         cfg = preset_config(name, args)
         print(f"{name}: measuring (micro-batch {cfg.training.batch_size} x {cfg.model.seq_len})", flush=True)
         est = memory.estimate(cfg, "bf16", "cpu")
-        got = measure(cfg, not args.no_compile, not args.no_peak, lambda s: print(s, flush=True))
+        # each preset in a fresh process: what one leaves behind (compiled graphs, the allocator's
+        # cached blocks) must not count in, or push out of memory, the next one
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            got = pool.submit(measure, cfg, not args.no_compile, not args.no_peak).result()
         figures = {"eager": est.activations(False), "compiled": est.activations(True), "peak": est.total(False),
                    "logits path": est.blocks_eager + est.output_layer_logits}
         for part in ("eager", "compiled", "peak", "logits path"):
