@@ -15,6 +15,13 @@ Training::
     model = GPT(ModelConfig(vocab_size=8192, seq_len=256, n_layers=4, d_model=256, n_heads=4))
     logits, loss = model(idx, targets)          # idx, targets: (B, T) int64 -> logits (B, T, vocab_size)
     logits, _ = model(idx)                      # loss is None without targets
+    _, loss = model(idx, targets, return_logits=False)   # what the trainer calls: the loss alone
+
+The loss-only forward (``return_logits=False``) gives the same loss and gradients without the
+(B, T, vocab_size) logits: :func:`chunked_cross_entropy` computes them a chunk of tokens at a time and,
+when gradients are wanted, the chunk's gradients with them, so backward keeps (B*T, d_model) and
+(vocab_size, d_model) gradients instead of logits (0.7 GiB in bf16 at 12 x 1024 x 32k, and the fp32
+log-softmax and soft-cap outputs cross-entropy would keep beside them).
 
 Incremental decoding with a KV cache (what ``train/generate.py`` uses)::
 
@@ -215,6 +222,74 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+# fp32 logits one chunk of the loss-only forward computes at once: 128 MiB, 1,048 tokens at a 32k vocabulary
+# (a matmul of 1,048 x d_model x 32k still fills a GPU; the chunk's few temporaries are the forward's peak)
+LOSS_CHUNK_BYTES = 2 ** 27
+
+
+def output_logits(x: torch.Tensor, weight: torch.Tensor, softcap: float) -> torch.Tensor:
+    """The output layer on normalized x: (N, C) -> logits (N, vocab_size); soft-capped when softcap > 0.
+    In fp32 under autocast: tanh of bf16 logits would cost the loss its precision."""
+    logits = F.linear(x, weight)
+    if softcap > 0:
+        # |logits| < softcap smoothly (Gemma 2): no token can be driven to overconfidence early in training
+        logits = softcap * torch.tanh(logits.float() / softcap)
+    return logits
+
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of ``output_logits(x, weight, softcap)`` against targets, with its gradients
+    computed in forward a chunk of rows at a time: backward only scales the saved d(loss)/dx (N, C)
+    and d(loss)/dweight (vocab_size, C). The same arithmetic and precisions as the logits path under
+    autocast (bf16 logits, fp32 soft cap and softmax, bf16 matmuls for the gradients), summed in fp32."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, softcap: float, chunk: int):
+        n = x.size(0)
+        loss = torch.zeros((), dtype=torch.float32, device=x.device)
+        grad_x = torch.empty_like(x)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        for start in range(0, n, chunk):
+            xc, tc = x[start:start + chunk], targets[start:start + chunk]  # (n_c, C), (n_c,)
+            z = F.linear(xc, weight)  # (n_c, V), bf16 under autocast
+            logits = z.float()
+            if softcap > 0:
+                capped = torch.tanh(logits / softcap)
+                logits = softcap * capped
+            lse = torch.logsumexp(logits, dim=-1)  # (n_c,)
+            loss = loss + (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum()
+            # d(summed loss)/d(logits) = softmax - one_hot(target); through the cap: times 1 - tanh^2
+            grad = torch.exp(logits - lse[:, None])
+            grad.scatter_add_(1, tc[:, None], torch.full_like(grad[:, :1], -1.0))
+            if softcap > 0:
+                grad = grad * (1 - capped * capped)
+            grad = grad.to(z.dtype)
+            grad_x[start:start + chunk] = grad @ weight  # (n_c, C)
+            grad_w += (grad.t() @ xc).float()           # (V, C)
+        ctx.save_for_backward(grad_x / n, (grad_w / n).to(weight.dtype))
+        return loss / n
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        grad_x, grad_w = ctx.saved_tensors
+        return grad_x * grad_loss, grad_w * grad_loss, None, None, None
+
+
+def chunked_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, softcap: float,
+                          chunk: int) -> torch.Tensor:
+    """Mean cross-entropy over every target of the output layer on x: (N, C) normalized, weight
+    (vocab_size, C), targets (N,), ``chunk`` rows of logits at a time. Equal to
+    ``F.cross_entropy(output_logits(x, weight, softcap).float(), targets)`` (every target counts: there is
+    no ignore_index) in value and gradients, without holding (N, vocab_size) logits."""
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return ChunkedCrossEntropy.apply(x, weight, targets, softcap, chunk)
+    total = torch.zeros((), dtype=torch.float32, device=x.device)
+    for start in range(0, x.size(0), chunk):
+        logits = output_logits(x[start:start + chunk], weight, softcap)
+        total = total + F.cross_entropy(logits.float(), targets[start:start + chunk], reduction="sum")
+    return total / x.size(0)
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -283,20 +358,20 @@ class GPT(nn.Module):
             x = rms_norm(x)
         return self.drop(x), rope
 
+    def output_weight(self) -> torch.Tensor:
+        """The output layer's matrix (vocab_size, d_model): the token embedding, or the untied head's."""
+        return self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """The last block's output x: (B, T, C) -> logits (B, T, vocab_size): final norm, output layer, soft cap."""
-        x = self.norm(x)
-        logits = F.linear(x, self.tok_emb.weight) if self.lm_head is None else self.lm_head(x)
-        cap = self.cfg.logit_softcap
-        if cap > 0:
-            # |logits| < cap smoothly (Gemma 2): no token can be driven to overconfidence early in training.
-            # In fp32 under autocast: tanh of bf16 logits would cost the loss its precision.
-            logits = cap * torch.tanh(logits.float() / cap)
-        return logits
+        return output_logits(self.norm(x), self.output_weight(), self.cfg.logit_softcap)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache: KVCache | None = None,
-                start_pos: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx: (B, T) token ids -> (logits (B, T, vocab_size), mean cross-entropy over targets or None)."""
+                start_pos: int = 0, return_logits: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """idx: (B, T) token ids -> (logits (B, T, vocab_size), mean cross-entropy over targets or None).
+
+        ``return_logits=False`` with targets: (None, the same loss) through :func:`chunked_cross_entropy`,
+        never holding the logits (training's forward)."""
         B, T = idx.shape
         end = start_pos + T
         limit = kv_cache.max_len if kv_cache is not None else self.cfg.seq_len
@@ -309,6 +384,11 @@ class GPT(nn.Module):
                 x = checkpoint(block, x, rope, use_reentrant=False)
             else:
                 x = block(x, rope, kv_cache, layer, start_pos)
+        if targets is not None and not return_logits:
+            x = self.norm(x).view(B * T, -1)  # (B*T, C)
+            chunk = max(1, LOSS_CHUNK_BYTES // (4 * self.cfg.vocab_size))
+            return None, chunked_cross_entropy(x, self.output_weight(), targets.reshape(-1), self.cfg.logit_softcap,
+                                               chunk)
         logits = self.head(x)  # (B, T, vocab_size)
         loss = None
         if targets is not None:

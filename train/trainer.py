@@ -41,6 +41,7 @@ import torch.distributed as dist
 import shards
 import tokenizer as tk
 from train import checkpoint as ckpt
+from train import memory
 from train.config import (
     MUTABLE_ON_RESUME,
     Config,
@@ -147,18 +148,6 @@ def steps_for(cfg: Config, world_size: int) -> tuple[int, int]:
     per_step = t.global_batch_size * cfg.model.seq_len
     steps = t.max_steps if t.max_steps > 0 else math.ceil(t.token_budget / per_step)
     return per_step, steps
-
-
-def estimate_memory_bytes(cfg: Config, n_params: int, precision: str) -> int:
-    """Rough accelerator memory of one process: fp32 weights, grads and AdamW moments (16 B/param) plus
-    activations (~34 values per layer per token per d_model, Korthikanti et al. 2022) and fp32 logits."""
-    m, t = cfg.model, cfg.training
-    act_bytes = 2 if precision in ("bf16", "fp16") else 4
-    tokens = t.batch_size * m.seq_len
-    layers = 2 if m.grad_checkpointing else m.n_layers
-    activations = layers * tokens * m.d_model * 34 * act_bytes // 2
-    logits = 3 * tokens * m.vocab_size * 4
-    return 16 * n_params + activations + logits
 
 
 EXIT_PREEMPTED = 75  # exit status of a run stopped by a signal after its checkpoint: "preempted, resume me"
@@ -726,7 +715,8 @@ def dry_run_report(run: Run) -> dict:
     budget = f" (token budget {t.token_budget:,})" if t.max_steps <= 0 else ""
     say(f"steps: {run.max_steps:,}{budget} = {run.max_steps * run.tokens_per_step:,} tokens, "
         f"{run.max_steps * run.tokens_per_step / max(1, n_windows * cfg.model.seq_len):.2f} epochs")
-    say(f"estimated memory per process: {estimate_memory_bytes(cfg, run.n_params, run.precision) / 2**30:.2f} GiB")
+    for line in memory.estimate(cfg, run.precision, run.device.type, run.d.world_size).lines(t.compile):
+        say(line)
     say(f"data: {run.data_dir}: {n_windows:,} train windows, {len(run.val)} val windows, fingerprint "
         f"{run.data_fp[:16]}; {'would resume from ' + str(run.resume_from) if run.resume_from else 'new run'}")
     return {"dry_run": True, "params": run.n_params, "max_steps": run.max_steps, "tokens_per_step": run.tokens_per_step}
@@ -852,7 +842,7 @@ def train_step(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = run.loader.next_batch()
         sync = micro == t.grad_accum_steps - 1 or run.d.world_size == 1  # DDP all-reduces on the last one
         with (contextlib.nullcontext() if sync else run.ddp.no_sync()), run.autocast:
-            _, loss = run.train_model(x, y)
+            _, loss = run.train_model(x, y, return_logits=False)  # no logits kept for backward
             loss = loss / t.grad_accum_steps
         (scaler.scale(loss) if scaler else loss).backward()
         step_loss += loss.detach()
