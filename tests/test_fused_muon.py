@@ -98,6 +98,7 @@ def test_compiled_newton_schulz_equals_eager_and_compiles_once():
     """torch.compile'd (inductor on CPU): the same parameters as eager to bf16 rounding, all shapes in
     one graph, compiled at the first step and never again."""
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()  # graphs compiled by earlier tests are not this one's
     init, steps = matrices(), gradient_steps(4)
     eager = run(lambda ps: FusedMuon(ps, compile=False, **OPTIONS), init, steps)
     compiled = run(lambda ps: FusedMuon(ps, compile=True, **OPTIONS), init, steps)

@@ -81,7 +81,7 @@ def bare_loop(cfg, device, precision, warmup: int, steps: int, optimizer_step: b
             start = time.perf_counter()
         for _ in range(t.grad_accum_steps):
             with autocast:
-                _, loss = run_model(x, y)
+                _, loss = run_model(x, y, return_logits=False)  # the forward the trainer trains with
             (loss / t.grad_accum_steps).backward()
         if optimizer_step:
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
