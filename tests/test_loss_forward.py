@@ -85,12 +85,13 @@ def test_without_gradients_the_loss_is_the_same_and_nothing_is_saved():
 
 @pytest.mark.slow
 def test_loss_only_forward_under_torch_compile_matches_eager():
-    """Compiled (inductor on CPU), in fp32 and bf16: the same loss and gradients as the eager logits path
-    (in bf16 to compiled-vs-eager rounding: inductor keeps fused intermediates in fp32)."""
+    """Compiled (inductor on CPU), in fp32: the same loss and gradients as the eager logits path. (bf16 is
+    tested eagerly above; compiled with bf16 autocast it runs in tools/gpu_check.py on a GPU: each compile
+    costs about 20 s on 2 CPU cores.)"""
     torch._dynamo.reset()
     model, idx, targets = model_and_batch(CONFIGS["modern"])
     compiled = torch.compile(model)
-    for dtype, loss_tolerance, grad_tolerance in ((None, 1e-5, 1e-5), (torch.bfloat16, 1e-3, 2e-2)):
+    for dtype, loss_tolerance, grad_tolerance in ((None, 1e-5, 1e-5),):
         _, loss, grads = loss_and_grads(model, idx, targets, return_logits=True, dtype=dtype)
         _, loss_c, grads_c = loss_and_grads(model, idx, targets, return_logits=False, dtype=dtype, forward=compiled)
         assert abs(loss_c.item() - loss.item()) < loss_tolerance
