@@ -422,7 +422,8 @@ def load_tool(name: str):
 # the overrides of a tiny CPU training of the demo preset
 TINY = ["model.seq_len=32", "model.n_layers=2", "model.d_model=64", "model.n_heads=2", "training.batch_size=4",
         "training.warmup_steps=5", "training.lr=3e-3", "training.log_interval=1", "training.eval_interval=10",
-        "training.eval_windows=8", "training.device=cpu", "training.precision=fp32"]
+        "training.eval_windows=8", "training.device=cpu", "training.precision=fp32",
+        "training.sample_tokens=0"]  # samples (1-2 s an evaluation here) are tested in tests/test_train_evals.py
 
 
 def losses(run: Path) -> dict[int, float]:

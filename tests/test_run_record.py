@@ -140,12 +140,20 @@ def test_two_processes_resumed_on_one_keep_the_global_batch_and_the_losses(tiny_
     for step in a:
         assert abs(a[step] - b[step]) <= 1e-5 * abs(a[step]), (step, a[step], b[step])
 
-    # three processes cannot split 16 sequences into micro-batches of 4: refused, naming what would work
-    (run / "checkpoints" / "latest").write_text("step_00000004\n")
-    three = train_cli(tiny_dataset, run, TORCHRUN + ["3"], "training.grad_accum_steps=2")
-    assert three.returncode != 0
-    assert ("training.global_batch_size=16 sequences a step cannot be split into micro-batches of "
-            "training.batch_size=4 on 3 process(es)") in three.stderr
+
+def test_a_global_batch_that_another_number_of_processes_cannot_split_is_refused_naming_what_would():
+    from train.config import ConfigError, load_config, resolve_batch
+    cfg = load_config("demo", ["training.batch_size=4", "training.global_batch_size=16"])
+    with pytest.raises(ConfigError) as e:
+        resolve_batch(cfg, 3, new_run=False)
+    assert str(e.value) == ("training.global_batch_size=16 sequences a step cannot be split into micro-batches of "
+                            "training.batch_size=4 on 3 process(es): no micro-batch splits it evenly on 3 "
+                            "process(es); or run on 1 or 2 or 4 process(es), which split it with this micro-batch")
+    cfg = load_config("demo", ["training.batch_size=3", "training.global_batch_size=16"])
+    with pytest.raises(ConfigError, match=r"on 2 process\(es\): set training.batch_size to one of 1, 2, 4, 8 "):
+        resolve_batch(cfg, 2, new_run=False)
+    resolve_batch(cfg := load_config("demo", ["training.batch_size=4", "training.global_batch_size=16"]), 2, False)
+    assert cfg.training.grad_accum_steps == 2
 
 
 def to_format_1(path: Path) -> None:

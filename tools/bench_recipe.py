@@ -84,7 +84,8 @@ ABLATION = [
     ("+ zero-init projections and head", ["model.zero_init=true"]),
     ("+ no biases", ["model.bias=false"]),
 ]
-RUN_DEFAULTS = ["training.log_interval=10", "training.checkpoint_interval=1000000", "training.keep_checkpoints=1"]
+RUN_DEFAULTS = ["training.log_interval=10", "training.checkpoint_interval=1000000", "training.keep_checkpoints=1",
+                "training.sample_tokens=0"]  # the recipes are compared on the val windows alone
 STDLIB_FILES = 8  # .jsonl.gz files the stdlib corpus is written as
 
 
