@@ -60,7 +60,8 @@ from train.evaluate import byte_length_table, val_metrics  # noqa: E402
 from train.loader import TokenWindows, ValWindows  # noqa: E402
 from train.model import GPT  # noqa: E402
 from train.optim import build_optimizer  # noqa: E402
-from train.trainer import Dist, resolve_device, resolve_precision, train  # noqa: E402
+from train.process import Dist, resolve_device, resolve_precision  # noqa: E402
+from train.trainer import train  # noqa: E402
 
 # The GPT-2 recipe: the demo preset with the lr and warmup its sweep on the stdlib dataset picked for
 # the full 400-step budget (README "Training recipes" has the sweep's table). A run of a fraction of

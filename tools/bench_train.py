@@ -39,7 +39,8 @@ from train.config import load_config
 from train.loader import Loader, TokenWindows
 from train.model import GPT, peak_flops
 from train.optim import build_optimizer
-from train.trainer import Dist, resolve_device, resolve_precision, train
+from train.process import Dist, resolve_device, resolve_precision
+from train.trainer import train
 
 CPU_DEFAULTS = ["model.seq_len=128", "model.n_layers=2", "model.d_model=128", "model.n_heads=4",
                 "training.batch_size=8"]

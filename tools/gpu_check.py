@@ -84,7 +84,8 @@ import shards  # noqa: E402
 from train.checkpoint import CHECKPOINT_DIR, step_name  # noqa: E402
 from train.config import load_config  # noqa: E402
 from train.model import GPT, gpu_key, peak_flops  # noqa: E402
-from train.trainer import Dist, resolve_device, resolve_precision, train  # noqa: E402
+from train.process import Dist, resolve_device, resolve_precision  # noqa: E402
+from train.trainer import train  # noqa: E402
 
 PRESETS = ("75m_dolma", "75m_dolma_modern")
 BUDGET_S = 480  # the whole check, 8 minutes

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from shards import PipelineError, directory_lock, make_output_dir
 from train.config import ConfigRequest, preset_names
-from train.trainer import EXIT_PREEMPTED, check_dirs, silence, train
+from train.process import EXIT_PREEMPTED, silence
+from train.start import check_dirs
+from train.trainer import train
 
 EPILOG = """\
 examples:

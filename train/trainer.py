@@ -17,18 +17,19 @@ at those same points (the flags ride on the losses' all-reduce), so the wait is 
 Reading top to bottom: :func:`train` wires the parts together; :func:`setup` builds them (a
 :class:`Run`); :func:`restore` continues from a checkpoint (a :class:`TrainState`); :func:`fit` is the
 loop, with :func:`train_step`, :func:`due_at` (log / evaluate / checkpoint now?), :func:`read_back`,
-:func:`log_train`, :func:`run_eval` and :func:`save` as its named steps.
+:func:`log_train`, :func:`run_eval` and :func:`save` as its named steps. Beside it: the process (ranks,
+device, precision, console, signals) in train/process.py; where a run starts (a new run's config, or
+the checkpoint and config a resumed one continues with) in train/start.py; its log in
+train/metrics.py; its checkpoints (one mapping of named parts, :func:`checkpoint_parts`, written in
+the background) in train/checkpoint.py; what an evaluation measures in train/evaluate.py and
+train/tasks.py.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
-import os
-import secrets
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,103 +44,32 @@ import tokenizer as tk
 from train import checkpoint as ckpt
 from train import memory
 from train.config import (
-    MUTABLE_ON_RESUME,
     Config,
-    ConfigError,
     ConfigRequest,
     TrainingConfig,
-    resolve_batch,
-    resume_changes,
 )
 from train.evaluate import DEFAULT_PROMPTS, EvaluationError, byte_length_table, complete_prompts, val_metrics
-from train.init_from import InitWeights, load_init_weights
 from train.loader import Loader, ValWindows
-from train.model import GPT, ModelConfig, peak_flops
+from train.metrics import Metrics
+from train.model import GPT, peak_flops
 from train.optim import build_optimizer, set_lr
+from train.process import (
+    Console,
+    Dist,
+    StopFlag,
+    TrainingError,
+    device_name,
+    gib,
+    on_rank0,
+    peak_memory,
+    resolve_device,
+    resolve_precision,
+    setup_distributed,
+)
+from train.start import Start, check_dirs, find_start, setup_warnings
 from train.tasks import Task, load_tasks, score_tasks
 
-METRICS_NAME = "metrics.jsonl"
-WANDB_ID_NAME = "wandb_run_id"  # the W&B run this directory logs to (logging.wandb=true)
 FINISHED = "finished"
-
-
-class TrainingError(shards.PipelineError):
-    """The run cannot go on (non-finite loss, mismatched resume); the message says what to do."""
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed() -> tuple[Dist, bool]:
-    """Join the process group torchrun set up (RANK, WORLD_SIZE, LOCAL_RANK in the environment).
-
-    The group is joined before the config is known (rank 0 reads it from the run directory on resume and
-    hands it to the others), so on a machine with CUDA it carries both backends: NCCL for tensors on the
-    GPU, gloo for tensors on the CPU. Returns the ranks and whether this call created the group (and so
-    should destroy it)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Dist(), False
-    d = Dist(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"]))
-    if dist.is_initialized():
-        return d, False
-    if torch.cuda.is_available():
-        torch.cuda.set_device(d.local_rank)
-        dist.init_process_group(backend="cpu:gloo,cuda:nccl")
-    else:
-        dist.init_process_group(backend="gloo")
-    return d, True
-
-
-def resolve_device(name: str, d: Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("training.device=cuda but no CUDA GPU is visible; use training.device=cpu")
-        return torch.device("cuda", d.local_rank)
-    return torch.device("cpu")
-
-
-def device_name(device: torch.device) -> str:
-    """The accelerator's name ("NVIDIA H100 80GB HBM3"), or the CPU's model from /proc/cpuinfo."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"CPU: {line.split(':', 1)[1].strip()} ({os.cpu_count()} threads)"
-    except OSError:
-        pass
-    return "CPU"
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AMX or AVX-512 BF16), from Linux's /proc/cpuinfo."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto``: bf16 on CUDA GPUs that support it, else fp16 (with GradScaler); on CPU bf16 where it is
-    native (AMX / AVX-512 BF16: 1.6x faster than fp32 for the demo model here, ~8x on a bare matmul), else fp32."""
-    if name != "auto":
-        if device.type == "cpu" and name == "fp16":
-            raise ConfigError("training.precision=fp16 is for CUDA; on CPU use bf16 or fp32")
-        return name
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
 def steps_for(cfg: Config, world_size: int) -> tuple[int, int]:
@@ -148,189 +78,6 @@ def steps_for(cfg: Config, world_size: int) -> tuple[int, int]:
     per_step = t.global_batch_size * cfg.model.seq_len
     steps = t.max_steps if t.max_steps > 0 else math.ceil(t.token_budget / per_step)
     return per_step, steps
-
-
-EXIT_PREEMPTED = 75  # exit status of a run stopped by a signal after its checkpoint: "preempted, resume me"
-#                      (EX_TEMPFAIL of sysexits.h: a temporary failure; the same command goes on)
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, a scheduler's preemption, a closed terminal
-
-
-def silence(stream) -> None:
-    """Point ``stream``'s file descriptor at /dev/null: what is still buffered for it, and what is written to it
-    later (by this program or a library), is dropped instead of failing again, at exit too."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, stream.fileno())
-    finally:
-        os.close(devnull)
-
-
-class Console:
-    """The run's lines on stdout (rank 0), while stdout can be written. A closed pipe (``| head``), a dead
-    ``tee`` or a closed terminal loses the lines, never the run: the log goes on in metrics.jsonl and the
-    run to its end (and its checkpoint)."""
-
-    def __init__(self, enabled: bool):
-        self.enabled, self.lost = enabled, False
-
-    def __call__(self, *args, **kwargs) -> None:
-        if not self.enabled or self.lost:
-            return
-        try:
-            print(*args, **kwargs)
-        except OSError:  # EPIPE, or EIO from a terminal that went away
-            self.lost = True
-            silence(sys.stdout)
-
-
-class StopFlag:
-    """Set by SIGINT, SIGTERM or SIGHUP; the loop then checkpoints and exits (status EXIT_PREEMPTED). One process
-    reads it after every step; under DDP the processes agree on it at the next log, evaluation or
-    checkpoint step."""
-
-    def __init__(self):
-        self.signal: int | None = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in STOP_SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.signal = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-START_RECORDS = ("run", "config")  # metrics.jsonl records a process writes when it starts, at its first step
-
-
-def keep_metrics(path: Path, last_step: int) -> list[str]:
-    """Rewrite ``path`` (metrics.jsonl) to one record per (type, step) for the steps up to ``last_step``,
-    the checkpoint a run continues from (0 for a new run): what a killed run logged after it is trained
-    and logged again. Lines that do not parse (a write cut short by a crash) are dropped; of repeated
-    records the last is kept. Returns notes on the lines dropped as unreadable."""
-    if not path.exists():
-        return []
-    kept: dict[tuple[str, int], str] = {}
-    unreadable = []
-    for n, line in enumerate(path.read_bytes().decode("utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            key = (str(record["type"]), int(record["step"]))
-        except (ValueError, KeyError, TypeError):
-            unreadable.append(n)
-            continue
-        # a process's own records (run, config) at the step it starts from are written again by the next one
-        if key[1] < last_step or (key[1] == last_step and key[0] not in START_RECORDS):
-            kept.pop(key, None)  # a repeat replaces the earlier record and takes its place in the order
-            kept[key] = line
-    shards.atomic_write_bytes(path, "".join(line + "\n" for line in kept.values()).encode("utf-8"))
-    if not unreadable:
-        return []
-    return [f"{path}: dropped {len(unreadable)} line(s) that are not JSON records (line "
-            f"{', '.join(map(str, unreadable[:5]))}{', ...' if len(unreadable) > 5 else ''}); a write cut short "
-            f"when the previous run stopped leaves one"]
-
-
-class Metrics:
-    """``RUN/metrics.jsonl`` (one JSON object per line), plus TensorBoard and W&B when enabled.
-
-    Opened at ``start_step`` (the checkpoint resumed from, 0 for a new run): the file then holds exactly
-    one record per step logged up to it (see :func:`keep_metrics`)."""
-
-    def __init__(self, run_dir: Path, cfg: Config, start_step: int, say=print):
-        self.path = run_dir / METRICS_NAME
-        for note in keep_metrics(self.path, start_step):
-            say(note)
-        self.file = open(self.path, "a", encoding="utf-8")
-        self.failed = False
-        self.tb = self.wandb = None
-        if cfg.logging.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        if cfg.logging.wandb:
-            try:
-                import wandb
-            except ImportError:
-                raise ConfigError("logging.wandb=true but wandb is not installed; `pip install wandb` "
-                                  "or set logging.wandb=false") from None
-            # one W&B run per run directory: a resumed run goes on logging into the same one
-            id_file = run_dir / WANDB_ID_NAME
-            if not id_file.exists():
-                shards.atomic_write_bytes(id_file, (secrets.token_hex(6) + "\n").encode())
-            self.wandb = wandb.init(project=cfg.logging.wandb_project, name=cfg.logging.run_name or run_dir.name,
-                                    id=id_file.read_text().strip(), resume="allow", dir=str(run_dir),
-                                    config=cfg.to_dict())
-
-    def log(self, record: dict) -> None:
-        try:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
-        except OSError as e:
-            self.failed = True
-            raise TrainingError(f"cannot append to {self.path}: {e.strerror or e}. Free space on that filesystem "
-                                f"(or fix its permissions), then rerun the same command: it resumes from the last "
-                                f"checkpoint") from None
-        if self.tb is None and self.wandb is None:
-            return
-        kind, step = record["type"], record["step"]
-        if kind == "samples":
-            table = "\n\n".join(f"**{x['prompt']}**{x['completion']}" for x in record["samples"])
-            if self.tb is not None:
-                self.tb.add_text("samples", table, step)
-            if self.wandb is not None:
-                import wandb
-                self.wandb.log({"samples": wandb.Table(columns=["prompt", "completion"], data=[
-                    [x["prompt"], x["completion"]] for x in record["samples"]])}, step=step)
-            return
-        if kind not in ("train", "eval"):
-            return
-        numbers = dict(flat_numbers(record, kind))
-        if self.tb is not None:
-            for k, v in numbers.items():
-                self.tb.add_scalar(k, v, step)
-        if self.wandb is not None:
-            self.wandb.log(numbers, step=step)
-
-    def close(self) -> None:
-        try:
-            self.file.close()
-        except OSError:
-            if not self.failed:  # a failed log() already said why; its unwritten line is lost, as reported
-                raise
-        if self.tb is not None:
-            self.tb.close()
-        if self.wandb is not None:
-            self.wandb.finish()
-
-
-def flat_numbers(record: dict, prefix: str):
-    """("prefix/key", number) for every number in ``record``, nested dicts (task scores) as "prefix/tasks/name/acc"."""
-    for key, value in record.items():
-        if key in ("type", "step"):
-            continue
-        if isinstance(value, dict):
-            yield from flat_numbers(value, f"{prefix}/{key}")
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            yield f"{prefix}/{key}", value
-
-
-def peak_memory(device: torch.device) -> tuple[int | None, int]:
-    """(peak bytes allocated on the accelerator by this process, None on CPU; peak resident bytes of this
-    process on the host, from getrusage: kilobytes on Linux)."""
-    import resource
-    device_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return device_peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _gib(n: int | None) -> str:
-    return "n/a" if n is None else f"{n / 2**30:.2f} GiB"
 
 
 def _fmt_time(seconds: float) -> str:
@@ -461,15 +208,6 @@ def train(cfg: Config | ConfigRequest, data_dir: str | Path, run_dir: str | Path
         return fit(run, state, metrics)
 
 
-def check_dirs(data_dir: Path, run_dir: Path) -> None:
-    """The run directory must not be the dataset directory (the run writes config.json, tokenizer.json
-    and checkpoints/ into it)."""
-    if Path(run_dir).resolve() == Path(data_dir).resolve():
-        raise ConfigError(f"--out {run_dir} is the dataset directory (--data {data_dir}); the run would write its "
-                          f"config.json, tokenizer.json and checkpoints/ among the shards. Use another --out, "
-                          f"e.g. runs/NAME")
-
-
 def setup(request: Config | ConfigRequest, data_dir: Path, run_dir: Path, resume: bool,
           cleanup: contextlib.ExitStack, init_from: str | Path | None = None) -> Run:
     """Join the process group, open the data, find the checkpoint and config to continue from, build the model."""
@@ -553,153 +291,6 @@ def eval_parts(cfg: Config, data_dir: Path, device: torch.device, say) -> tuple[
         say(f"note: {e}; this run logs no bits per byte")
         byte_lengths = None
     return tok, byte_lengths, load_tasks(t.eval_tasks)
-
-
-def setup_warnings(cfg: Config, manifest: dict, max_steps: int, val_windows: int) -> list[str]:
-    """What in a valid config and dataset makes a run do less than its user likely expects."""
-    t, warnings = cfg.training, []
-    if val_windows == 0:
-        val_tokens = sum(s["tokens"] for s in shards.split_shards(manifest, "val"))
-        why = ("the dataset has no val split" if val_tokens == 0 else
-               f"its val split holds {val_tokens:,} tokens, no shard of it a whole window of model.seq_len + 1 = "
-               f"{cfg.model.seq_len + 1}")
-        warnings.append(f"nothing to validate on: {why}. The run will not evaluate, keep best weights or stop early; "
-                        f"rebuild the dataset with a larger --val-fraction, or lower model.seq_len")
-    if t.warmup_steps > max_steps:
-        warnings.append(f"training.warmup_steps={t.warmup_steps} exceeds the run's {max_steps:,} steps: the learning "
-                        f"rate never reaches its peak ({t.lr:g}). Lower training.warmup_steps")
-    return warnings
-
-
-class Start(NamedTuple):
-    """Where a run starts: the checkpoint it continues from (None for a new run), the config it trains
-    with (``Config.to_dict()``), the keys that config changes from the checkpoint's, and the weights the
-    run started from (--init-from's description; {} for a run from random weights)."""
-    checkpoint: Path | None
-    config: dict
-    changes: list[dict]
-    started_from: dict
-
-
-def find_start(request: Config | ConfigRequest, manifest: dict, data_dir: Path, run_dir: Path, data_fp: str,
-               tok_fp: str, resume: bool, world_size: int, say,
-               init_from: str | Path | None = None) -> tuple[Start, InitWeights | None]:
-    """The checkpoint to continue from and the config to train with, and the weights a new run starts
-    from (``init_from``); runs on rank 0 only.
-
-    A new run trains with what ``request`` asks for, its global batch fixed for ``world_size`` processes
-    (with ``init_from``, the weights' model config, which ``request``'s model keys must agree with). A
-    resumed one with its checkpoint's config and global batch, changed only where ``request`` asks for a
-    change that may be made mid-run (each printed); its accumulation follows from ``world_size``."""
-    checkpoint = resume_point(data_dir, run_dir, data_fp, tok_fp, resume, say)
-    if checkpoint is not None:
-        return resumed_start(request, manifest, checkpoint, run_dir, world_size, say, init_from), None
-    init = None
-    if init_from is not None:
-        init = load_init_weights(init_from)
-        init.check_dataset(data_dir, manifest)
-        base = Config()
-        base.model = ModelConfig(**dataclasses.asdict(init.model_config))
-        cfg = request.resolve(base) if isinstance(request, ConfigRequest) else Config.from_dict(request.to_dict())
-    else:
-        cfg = request.resolve() if isinstance(request, ConfigRequest) else Config.from_dict(request.to_dict())
-    cfg.model.vocab_size = int(manifest["vocab_size"])
-    cfg.validate()
-    resolve_batch(cfg, world_size, new_run=True)
-    if init is None:
-        return Start(None, cfg.to_dict(), [], {}), None
-    init.check_model(cfg.model)
-    d = init.description
-    what = (f"step {d['step']:,} of {d['checkpoint']}" if d["kind"] == "checkpoint" else
-            f"{d['architecture']}, max |logit diff| {d['max_abs_logit_diff']:.1e}")
-    say(f"init: weights from {init.source} ({d['kind']}: {what}); a fresh optimizer, schedule and data order")
-    for note in init.notes:
-        say(f"init: {note}")
-    return Start(None, cfg.to_dict(), [], d), init
-
-
-def resumed_start(request: Config | ConfigRequest, manifest: dict, checkpoint: Path, run_dir: Path,
-                  world_size: int, say, init_from: str | Path | None) -> Start:
-    """Where a run with a checkpoint goes on: its own config, changed only as MUTABLE_ON_RESUME allows."""
-    saved = Config.from_dict(ckpt.read_config(checkpoint), f"{checkpoint / ckpt.CONFIG_NAME}")
-    index = ckpt.read_index(checkpoint)
-    started_from = ckpt.read_part(checkpoint, "init_from", index) if "init_from" in index["parts"] else {}
-    if init_from is not None and Path(init_from).resolve() != Path(started_from.get("path", "")):
-        where = f"from {started_from['path']}" if started_from else "from random weights"
-        raise TrainingError(f"refusing --init-from {init_from}: {run_dir} holds a run (its checkpoint "
-                            f"{checkpoint.name}) that started {where}; it continues from its checkpoint. Rerun "
-                            f"without --init-from to continue it, or start the new run in another --out")
-    cfg = request.resolve(saved) if isinstance(request, ConfigRequest) else Config.from_dict(request.to_dict())
-    cfg.model.vocab_size = int(manifest["vocab_size"])
-    cfg.validate()
-    saved_world = int(ckpt.read_part(checkpoint, "process", index).get("world_size") or 1)
-    if saved.training.global_batch_size == 0:  # saved before the global batch was recorded: what it trained with
-        resolve_batch(saved, saved_world, new_run=True)
-    if cfg.training.global_batch_size == 0:  # not asked for: the run's own
-        cfg.training.global_batch_size = saved.training.global_batch_size
-    changes = resume_changes(saved, cfg, str(run_dir))
-    resolve_batch(cfg, world_size, new_run=False)
-    for c in changes:
-        say(f"resume: {c['key']} changes from {c['from']!r} to {c['to']!r} ({MUTABLE_ON_RESUME[c['key']]}); "
-            f"recorded in the run")
-    if world_size != saved_world:
-        t = cfg.training
-        say(f"resume: the run was trained by {saved_world} process(es), now {world_size}: each takes "
-            f"{t.grad_accum_steps} micro-batch(es) of {t.batch_size} a step, so the global batch stays "
-            f"{t.global_batch_size} sequences ({t.global_batch_size * cfg.model.seq_len:,} tokens) and the data order "
-            f"is the same")
-    return Start(checkpoint, cfg.to_dict(), changes, started_from)
-
-
-def resume_point(data_dir: Path, run_dir: Path, data_fp: str, tok_fp: str, resume: bool, say) -> Path | None:
-    """The checkpoint of ``run_dir`` to continue from, checked against this data; None for a new run.
-    Falls back past a missing or damaged newest checkpoint to the newest intact one, saying so;
-    refuses (CheckpointError) when checkpoints are there but none is usable. Runs on rank 0 only."""
-    ckpt_dir, passed_over = ckpt.resume_checkpoint(run_dir)
-    if ckpt_dir is None:
-        if resume:
-            say(f"--resume: no checkpoint in {run_dir}, starting from scratch")
-        return None
-    for path, problem in passed_over:
-        note = f"checkpoint {path.name} passed over: {problem}"
-        if path.is_dir() and path.name > ckpt_dir.name:  # newer: renamed, so that saving its step again
-            note += f"; moved to {ckpt.set_aside(path)}"  # writes a fresh one instead of keeping it
-        say(note)
-    if passed_over:
-        ckpt.point_latest(ckpt_dir)
-        say(f"falling back to {ckpt_dir.name}, the newest intact checkpoint; the steps after it are trained again")
-    if ckpt.recorded_checksums(ckpt_dir) is None:
-        say(f"note: {ckpt_dir} has no {ckpt.CHECKSUMS_NAME} (written before checkpoints recorded checksums); "
-            f"resuming from it unverified")
-    fingerprints = ckpt.read_part(ckpt_dir, "fingerprints")
-    for what, saved, now in (("dataset", fingerprints["dataset_fingerprint"], data_fp),
-                             ("tokenizer", fingerprints["tokenizer_fingerprint"], tok_fp)):
-        if saved != now:
-            raise TrainingError(
-                f"refusing to resume {run_dir}: its checkpoint {ckpt_dir.name} was trained on {what} "
-                f"fingerprint {saved}, but {data_dir} has {what} fingerprint {now}. Use the original "
-                f"dataset, or start a new run with a different --out")
-    return ckpt_dir
-
-
-def on_rank0(d: Dist, fn: Callable[[], object]):
-    """``fn()`` on rank 0 alone (it reads or writes the run directory), its result handed to every rank.
-    An error it raises is raised on every rank: one left waiting in a collective would hang."""
-    result = error = None
-    if d.main:
-        try:
-            result = fn()
-        except Exception as e:  # re-raised below, on this rank as it is
-            error = e
-    if d.world_size > 1:
-        box = [result, None if error is None else (error if isinstance(error, shards.PipelineError) else
-                                                    TrainingError(f"rank 0 failed: {type(error).__name__}: {error}"))]
-        dist.broadcast_object_list(box, src=0)
-        if not d.main:
-            result, error = box
-    if error is not None:
-        raise error
-    return result
 
 
 def dry_run_report(run: Run) -> dict:
@@ -919,7 +510,7 @@ def log_train(run: Run, metrics: Metrics | None, state: TrainState, meter: Throu
     if run.peak:
         record["mfu"] = run.flops_per_token * tok_s / run.d.world_size / run.peak
         line += f" | MFU {100 * record['mfu']:.1f}%"
-    line += f" | mem {_gib(record['peak_mem_device'] or record['peak_mem_host'])}"
+    line += f" | mem {gib(record['peak_mem_device'] or record['peak_mem_host'])}"
     run.say(line, flush=True)
     if metrics:
         metrics.log(record)
@@ -1034,9 +625,9 @@ def summarize(run: Run, state: TrainState, last_loss: float | None, stop_reason:
     if state.last_tasks:
         run.say("tasks: " + ", ".join(f"{name} {score_text(score)} ({score['items']:,} items)"
                                        for name, score in state.last_tasks.items()))
-    memory = f"{_gib(host_peak)} of host memory (this process)"
+    memory = f"{gib(host_peak)} of host memory (this process)"
     if device_peak is not None:
-        memory = f"{_gib(device_peak)} on {run.device}, {memory}"
+        memory = f"{gib(device_peak)} on {run.device}, {memory}"
     run.say(f"peak memory: {memory}")
     run.say(f"checkpoints: {run.run_dir / ckpt.CHECKPOINT_DIR} (latest {run.last_checkpoint})")
     return summary
