@@ -458,7 +458,9 @@ class Builder:
                    for s in shards.SPLITS}
         for split, (toks, offs) in state.load_pending(self.out).items():
             writers[split].restore(toks, offs)
-        progress = Progress([inputs[i] for i, _ in reads], state, disable=o.quiet)
+        expected = plan.expected_reads()  # input -> bytes expected to be read (sampled and --in-order builds)
+        progress = Progress([inputs[i] for i, _ in reads], state, disable=o.quiet,
+                            expected=[expected.get(i) for i, _ in reads])
         start = state.position
         current = state.input_stats[reads[start[0]][0]]["tokens"] if start[0] < len(reads) else 0
         read_path = ReadPath(plan, inputs, reads, start, state.resume, kept=current, total=state.total_tokens(),

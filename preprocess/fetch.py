@@ -19,7 +19,8 @@ read, and the last request overshoots by at most one range (a reader that stops 
 so the server may not even send all of it, but a fast link's buffers take most of a range at once).
 A reader that knows how far it will read gives a ``hint``: ranges go straight to it (a whole file:
 ranges of RANGE_CAP from the start; a file cut at its budget: to a little before where the cut is
-expected), and past it they start again at RANGE_FIRST and double, so a cut costs what was read past
+expected; the tokenizer sample: to a little before where its share of text is expected to end), and
+past it they start again at RANGE_FIRST and double, so a cut costs what was read past
 the hint twice at most, not what was read of the file. The cap keeps a 2 GB file at 8 requests, each
 long enough that a far server's round trip (0.1-0.2 s) costs little against its transfer (2 s at
 1 Gbit/s), while no single request runs for a whole file. A server that ignores Range answers the

@@ -59,6 +59,10 @@ SAMPLE_FILES = 8  # files of each source the tokenizer sample is spread over at 
 # Bytes of document text per byte on disk assumed to estimate what the tokenizer sample reads (gzip and
 # zstd shrink Dolma-style JSON about 3x; JSON Lines carry ~15% of fields besides the text).
 TEXT_PER_DISK_BYTE = {"jsonl": 0.87, "jsonl.gz": 3.0, "jsonl.zst": 3.2, "parquet": 2.5, "txt": 1.0}
+# The share of a file's expected sample bytes on disk the sample's first range asks for: a little less
+# than expected, since a range longer than what is read is fetched all the same, and past it the ranges
+# grow again from 16 KiB.
+SAMPLE_HINT_SHARE = 0.8
 # What a cut file is expected to be read past its cut, in bytes on disk: the last range request (they
 # double from 16 KiB past 80% of the expected cut, preprocess/fetch.py and read_path.py) and the one
 # batch read ahead of the decision; an allowance of 16 KiB plus a tenth of the cut's bytes.
@@ -529,8 +533,12 @@ def sample_texts(plan: Plan, inputs: list[readers.InputFile], text_field: str, t
             # an equal part of what is left for each of the files still to come (at least one more)
             share = (budget - taken) // max(1, spread - n) if n < spread else budget - taken
             got = 0
+            # how far on disk the share is expected to lie: the ranges go straight to a little before it
+            # (the fetcher's hint), so that the sample does not ask for up to twice what it reads
+            hint = int(SAMPLE_HINT_SHARE * share / TEXT_PER_DISK_BYTE.get(inputs[i].kind, 1.0))
             try:
-                for item in readers.read_records(inputs[i], text_field, txt_blocks, fetch=fetch, come_back=True):
+                for item in readers.read_records(inputs[i], text_field, txt_blocks, fetch=fetch, come_back=True,
+                                                 hint=hint):
                     if type(item) is not readers.Record:
                         continue
                     text = repair(item.text)

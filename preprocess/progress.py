@@ -11,7 +11,8 @@ import shards
 
 
 class Progress:
-    """A tqdm bar over the input bytes when every input's size is known, else over documents.
+    """A tqdm bar over the input bytes the build is expected to read when every input's size is known
+    (the whole of each file read whole, the plan's estimate of each cut file's read), else over documents.
 
     The byte bar advances as the readers read each input's (compressed) bytes, so the ETA holds for
     one big file as for Dolma's ~2,400; inputs that do not report bytes (parquet, hf:) advance it
@@ -21,8 +22,12 @@ class Progress:
     log with carriage returns: a plain line is printed every ``interval`` seconds instead.
     """
 
-    def __init__(self, inputs, state, disable: bool = False, interval: float = 60.0, tty: bool | None = None):
-        sizes = [x.size for x in inputs]
+    def __init__(self, inputs, state, disable: bool = False, interval: float = 60.0, tty: bool | None = None,
+                 expected: list[int | None] | None = None):
+        # what each input is expected to be read of (a file cut at its budget: the plan's estimate of
+        # where the cut lies; a whole file: its size), so that the share read and the ETA follow the
+        # bytes the build reads, not the sizes of files it reads the start of
+        sizes = [x.size if e is None else e for x, e in zip(inputs, expected or [None] * len(inputs), strict=True)]
         self.by_bytes = all(s is not None for s in sizes) and sum(sizes) > 0
         self.sizes = sizes
         self.counted: dict[int, int] = {}  # input index -> bytes already shown for it

@@ -421,13 +421,14 @@ def _check_str(text: str, line: int) -> Record | Skipped:
 
 def read_records(inp: InputFile, text_field: str = "text", txt_blocks: bool = False, fetch=None,
                  on_bytes: Callable[[int], None] | None = None, come_back: bool = False,
-                 ) -> Iterator[Record | Skipped]:
+                 hint: int | None = None) -> Iterator[Record | Skipped]:
     """Yield every document of ``inp`` in file order, one at a time, and a ``Skipped`` per bad record.
 
     ``fetch``: the build's ``preprocess.fetch.Fetcher`` for URLs (None: one of its own, without a
     spool, with the default patience). ``on_bytes(n)`` is called as the source's bytes are read
     (JSONL and text inputs). ``come_back``: the caller may stop long before the end and the build
-    reads the file again later (the tokenizer sample). Raises ``BadInputFile`` when the input as a
+    reads the file again later (the tokenizer sample); ``hint``: how far on disk the caller expects to
+    read (JSONL inputs; see :func:`streams.byte_chunks`). Raises ``BadInputFile`` when the input as a
     whole cannot be read, after the records before the damage.
     """
     if inp.kind == "hf":
@@ -440,7 +441,8 @@ def read_records(inp: InputFile, text_field: str = "text", txt_blocks: bool = Fa
         line = 0
         # a reader that may stop early takes small chunks, so that it does not read far past its need
         size = 1 << 14 if come_back else 1 << 20
-        for chunk, newlines, _ in line_chunks(inp, size, fetch=fetch, on_bytes=on_bytes, come_back=come_back):
+        for chunk, newlines, _ in line_chunks(inp, size, fetch=fetch, on_bytes=on_bytes, come_back=come_back,
+                                              hint=hint):
             yield from parse_lines(chunk, line, text_field)
             line += newlines
         return

@@ -46,3 +46,15 @@ def test_quiet_and_a_long_interval_print_nothing(capsys):
 
 def test_durations_read_as_a_person_would():
     assert _duration(5) == "0m05s" and _duration(754) == "12m34s" and _duration(3 * 3600 + 125) == "3h02m"
+
+
+def test_a_cut_file_counts_what_the_plan_expects_to_read_of_it_not_its_size(capsys):
+    # a sampled build reads the start of 2 GB files: the share read and the ETA follow those starts
+    inputs = [InputFile(f"http://h/{i}.json.gz", "jsonl.gz", 2_000_000_000) for i in range(2)]
+    p = Progress(inputs, fresh(inputs), interval=0, tty=False, expected=[100_000_000, None])
+    p.read_bytes(0, 150_000_000)  # read past the estimate: never counted past it
+    p.input_done(0)
+    p.read_bytes(1, 1_050_000_000)
+    p.update(docs=1, tokens=2, text_bytes=3)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("progress: 54.8% of 2.10 GB read (input 2 of 2), ETA"), line

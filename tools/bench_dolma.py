@@ -1138,12 +1138,13 @@ def _hwm(pid: int) -> int:
 
 class Watch(threading.Thread):
     """Samples a build's processes every ``interval`` seconds: the sum of their PSS (its peak is the
-    build's peak memory, to within a sample), each one's CPU time and the main process's VmHWM."""
+    build's peak memory, to within a sample), each one's CPU time, the main process's VmHWM and the
+    largest VmHWM of any of them (until the tokenizer is trained: the child process that trains it)."""
 
     def __init__(self, pid: int, interval: float = 0.2):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
-        self.peak_rss, self.cpu, self.main_hwm = 0, {}, 0
+        self.peak_rss, self.cpu, self.main_hwm, self.tree_hwm = 0, {}, 0, 0
         self.stopped = threading.Event()
         self.lock = threading.Lock()
 
@@ -1152,18 +1153,20 @@ class Watch(threading.Thread):
             self.sample()
 
     def sample(self) -> None:
-        total = 0
+        total, most = 0, 0
         for pid in _tree(self.pid):
             got = _proc(pid)
             if got is None:
                 continue
             total += got[0]
+            most = max(most, _hwm(pid))
             with self.lock:
                 self.cpu[pid] = got[1]
         hwm = _hwm(self.pid)
         with self.lock:
             self.peak_rss = max(self.peak_rss, total)
             self.main_hwm = max(self.main_hwm, hwm)
+            self.tree_hwm = max(self.tree_hwm, most, hwm)
 
     def main_cpu(self) -> float:
         with self.lock:
@@ -1179,7 +1182,8 @@ class Run:
     error: str = ""
     started: float = 0.0
     marks: dict = field(default_factory=dict)          # mark -> (wall time it was printed, match groups)
-    main_hwm_trained: int = 0                           # main process's VmHWM when the tokenizer was trained
+    main_hwm_trained: int = 0                           # the largest VmHWM of the build's processes (the main
+                                                        # one, the child that trains) when the tokenizer was trained
     main_cpu_measured: float = 0.0                      # main process's CPU time when the measurement ended
     main_cpu_end: float = 0.0
     peak_rss: int = 0
@@ -1264,7 +1268,7 @@ def _build(run: Run, args, out: Path) -> None:
                 if m and mark not in run.marks:
                     run.marks[mark] = (now, m.groups())
                     if mark == "trained":
-                        run.main_hwm_trained = _hwm(proc.pid)
+                        run.main_hwm_trained = max(_hwm(proc.pid), watch.tree_hwm)
                     if mark == "measured":
                         watch.sample()
                         run.main_cpu_measured = watch.main_cpu()
