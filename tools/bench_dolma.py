@@ -99,12 +99,14 @@ From the measured figures, for 5B tokens on 16 cores and 125 MB/s:
 * download = the kept bytes of the 5B plan at full size (each source's quota at its measured tokens per
   byte of gzip) + the fixed overhead (what was fetched beyond the kept documents of files read whole or
   not kept at all: the tokenizer sample and the measurement) + d x the unkept remainders of the 5B
-  plan's cut files, where d is the share of the cut files' remainders fetched here (1: read to the end);
+  plan's cut files, where d is the share of the cut files' remainders fetched here (1: read to the end;
+  from a server that ignores Range always 1, as a file opened there comes whole);
 * wall time = planning (measured, plus 2,400 HEADs at 64 in flight on a 100 ms round trip) + the
   tokenizer's training as measured here (an upper bound: its word counting uses every core) +
   the measurement as measured + the main pass: the longest of the workers' CPU time (measured per token)
   for 5B tokens spread over 15 cores, the main process's CPU time (it alone reads, decompresses and
-  writes: measured per byte it fetched) for the main pass's download, and that download at 125 MB/s.
+  writes: measured per byte the main pass read, from the spool or the network) for what the 5B main pass
+  reads, and the main pass's download at 125 MB/s.
 """
 from __future__ import annotations
 
@@ -1396,7 +1398,10 @@ def projection(run: Run, args) -> dict | None:
     for name, x in run.stats["files"].items():
         kept, whole = run.kept.get(name, (0, False))
         if kept and not whole:  # a cut file: what the main pass fetched beyond its kept part
-            beyond += min(max(0, main.get(name, 0) - kept), x["size"] - kept)
+            # (from a server that ignores Range the whole file came at its first request, the sample's:
+            # by design the rest of a file opened there is always fetched)
+            fetched = x["sent"] if run.mode == "norange" else main.get(name, 0)
+            beyond += min(max(0, fetched - kept), x["size"] - kept)
             remainder += x["size"] - kept
     fixed = run.stats["sent"] - kept_bytes - beyond
     d = beyond / remainder if remainder else 0.0
@@ -1419,14 +1424,18 @@ def projection(run: Run, args) -> dict | None:
     phases = phase_bytes(run)
     download = kept_5b + fixed + d * remainder_5b
     main_download = download - phases["sample"] - phases["measure"]
-    main_cpu = run.main_cpu_end - run.main_cpu_measured          # reads, decompresses, writes: per byte fetched
+    # what the main pass reads, spooled or fetched (from a server that ignores Range the rest of each cut
+    # file is fetched whole but only spooled: the main pass reads the kept part)
+    main_read = kept_5b + (0.0 if run.mode == "norange" else d * remainder_5b)
+    main_cpu = run.main_cpu_end - run.main_cpu_measured          # reads, decompresses, writes: per byte read
+    read_here = (run.manifest.get("download") or {}).get("read_bytes") or phases["main"]
     worker_cpu = run.cpu_total - run.main_cpu_end                # parse and encode: per token
     t_plan = (_mark_time(run, "train_start") or _mark_time(run, "sized") or run.started) - run.started
     t_plan += sum(len(sizes) for sizes in full.values()) / 64 * FLAGSHIP_RTT  # HEADs 64 at a time
     t_train = float(run.marks["trained"][1][0]) if "trained" in run.marks else 0.0
     t_measure = float(run.marks["measured"][1][1]) if "measured" in run.marks else 0.0
     t_main = max(FLAGSHIP_TOKENS * worker_cpu / tokens / (FLAGSHIP_CORES - 1),
-                 main_download * main_cpu / max(phases["main"], 1), main_download / FLAGSHIP_LINK)
+                 main_read * main_cpu / max(read_here, 1), main_download / FLAGSHIP_LINK)
     return {"download": download, "kept": kept_5b, "fixed": fixed, "d": d, "remainder": remainder_5b,
             "wall": t_plan + t_train + t_measure + t_main, "t_main": t_main, "t_train": t_train}
 
@@ -1449,7 +1458,8 @@ def rows(run: Run, args) -> list[tuple[str, str]]:
     files = s.get("files", {})
     if files:
         name, x = max(files.items(), key=lambda kv: kv[1]["sent"] / kv[1]["size"])
-        out.append(("files fetched; most of one", f"{len(files)}; {x['sent'] / x['size']:.2f}x of {name}"))
+        fetched = sum(1 for y in files.values() if y["sent"])  # the others were only sized (HEAD)
+        out.append(("files fetched; most of one", f"{fetched}; {x['sent'] / x['size']:.2f}x of {name}"))
     mine = client_count(run.manifest)
     if mine is not None:
         out.append(("the build's own count", _gb(mine)))
