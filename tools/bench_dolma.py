@@ -1174,6 +1174,11 @@ class Watch(threading.Thread):
         with self.lock:
             return self.cpu.get(self.pid, 0.0)
 
+    def others_cpu(self) -> float:
+        """CPU time of the main process's children so far (the last sample of each, gone or not)."""
+        with self.lock:
+            return sum(t for pid, t in self.cpu.items() if pid != self.pid)
+
 
 @dataclass
 class Run:
@@ -1187,6 +1192,7 @@ class Run:
     main_hwm_trained: int = 0                           # the largest VmHWM of the build's processes (the main
                                                         # one, the child that trains) when the tokenizer was trained
     main_cpu_measured: float = 0.0                      # main process's CPU time when the measurement ended
+    others_cpu_measured: float = 0.0                    # its children's then (the child that trained the tokenizer)
     main_cpu_end: float = 0.0
     peak_rss: int = 0
     max_process_rss: int = 0
@@ -1274,6 +1280,7 @@ def _build(run: Run, args, out: Path) -> None:
                     if mark == "measured":
                         watch.sample()
                         run.main_cpu_measured = watch.main_cpu()
+                        run.others_cpu_measured = watch.others_cpu()
     readers = [threading.Thread(target=read, args=(proc.stdout, "out"), daemon=True),
                threading.Thread(target=read, args=(proc.stderr, "err"), daemon=True)]
     for t in readers:
@@ -1386,6 +1393,12 @@ def client_count(manifest: dict) -> int | None:
     return total if found else None
 
 
+def worker_cpu_of(run: Run) -> float:
+    """CPU time of the main pass's workers: every child's, less those that ended before the main pass
+    (the tokenizer is trained in a child process)."""
+    return max(run.cpu_total - run.main_cpu_end - run.others_cpu_measured, 1e-9)
+
+
 def projection(run: Run, args) -> dict | None:
     """The whole 5B-token build on FLAGSHIP_CORES cores and a FLAGSHIP_LINK link (see the module docstring)."""
     enc = run.marks.get("encoding")
@@ -1429,7 +1442,7 @@ def projection(run: Run, args) -> dict | None:
     main_read = kept_5b + (0.0 if run.mode == "norange" else d * remainder_5b)
     main_cpu = run.main_cpu_end - run.main_cpu_measured          # reads, decompresses, writes: per byte read
     read_here = (run.manifest.get("download") or {}).get("read_bytes") or phases["main"]
-    worker_cpu = run.cpu_total - run.main_cpu_end                # parse and encode: per token
+    worker_cpu = worker_cpu_of(run)                              # parse and encode: per token
     t_plan = (_mark_time(run, "train_start") or _mark_time(run, "sized") or run.started) - run.started
     t_plan += sum(len(sizes) for sizes in full.values()) / 64 * FLAGSHIP_RTT  # HEADs 64 at a time
     t_train = float(run.marks["trained"][1][0]) if "trained" in run.marks else 0.0
@@ -1470,7 +1483,7 @@ def rows(run: Run, args) -> list[tuple[str, str]]:
     enc = run.marks.get("encoding")
     if enc:
         tokens, secs = int(enc[1][0].replace(",", "")), float(enc[1][1].replace(",", ""))
-        worker_cpu = run.cpu_total - run.main_cpu_end
+        worker_cpu = worker_cpu_of(run)
         out.append(("encoding: tokens", f"{tokens:,} in {secs:,.1f} s"))
         main_cpu = run.main_cpu_end - run.main_cpu_measured
         out.append(("encoding: M tokens/s", f"{tokens / secs / 1e6:.2f} wall, {tokens / worker_cpu / 1e6:.2f} per "
