@@ -1537,8 +1537,8 @@ def main(argv=None) -> None:
                      help=f"server modes to build against, comma-separated, of {', '.join(MODES)} "
                           f"(default range,norange)")
     run.add_argument("--max-tokens", type=parse_count, default=parse_count("200M"),
-                     help="the build's --max-tokens (default 200M: about five minutes of encoding on 2 cores, "
-                          "after 8-17 minutes of tokenizer training on the default sample)")
+                     help="the build's --max-tokens (default 200M: about a minute of encoding on 2 cores, after "
+                          "5-9 minutes of tokenizer training on the default sample; 1B: about five minutes)")
     run.add_argument("--out", dest="out_dir", type=Path, default=Path("/tmp/bench_dolma"),
                      help="working directory: one folder per mode (replaced) with the build, its log and the list")
     run.add_argument("--tokenizer-sample-bytes", help="passed to the build (default: the build's own default)")
@@ -1546,9 +1546,10 @@ def main(argv=None) -> None:
     run.add_argument("--workers", help="passed to the build (default: the build's own default)")
     lst = p.add_argument_group("the list")
     lst.add_argument("--scale", type=float, default=1.0,
-                     help="every file's size times this (default 1: 1-2 GB files; a build that reads its cut files "
-                          "to their end fetches 42 GB of them at full size: 0.0625 keeps a run on 2 cores to "
-                          "about 20 minutes a mode)")
+                     help="every file's size times this (default 1: 1-2 GB files, 8-13 minutes a build on 2 cores "
+                          "with Range; a build that fetches its cut files whole, from a server that ignores Range "
+                          "or with --verify-cut-files, fetches 42 GB of them at full size: 0.0625 keeps it to "
+                          "about 11 minutes)")
     lst.add_argument("--urls", type=int, help="about this many files, each group's share (default: all 2,419)")
     lst.add_argument("--seed", type=int, default=0, help="the documents' seed (default 0)")
     lst.add_argument("--chunk-kb", type=int, default=1024, help="compressed size of a chunk (default 1024)")
