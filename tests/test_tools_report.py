@@ -81,7 +81,7 @@ def add_new_records(records: list[dict], data: Path, params: int) -> list[dict]:
             r.update(val_bpb=r["val_loss"] / math.log(2) / 4.0, eval_s=0.05,
                      tasks={"hellaswag": {"acc": 0.25 + 0.01 * k, "acc_norm": 0.26 + 0.02 * k, "items": 1000,
                                           "seconds": 1.2},
-                            "lambada": {"acc": 0.05 * k, "items": 500, "seconds": 0.3}})
+                            "lambada": {"acc": 0.05 * k, "acc_norm": None, "items": 500, "seconds": 0.3}})
         out.append(r)
         if r["type"] == "eval":
             out.append({"type": "samples", "step": r["step"], "samples": [

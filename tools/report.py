@@ -224,6 +224,12 @@ def gib(b: float | None) -> str:
     return "–" if b is None else f"{b / GIB:.2f} GiB"
 
 
+def headline(score: dict) -> float | None:
+    """A task's accuracy to show alone: acc_norm where the task defines it (its value is not None), else acc
+    (LAMBADA's records carry acc_norm: None)."""
+    return score["acc_norm"] if score.get("acc_norm") is not None else score.get("acc")
+
+
 def percent(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
 
@@ -543,7 +549,7 @@ def section_summary(run: Run, f: dict, missing: list[str]) -> list[str]:
     elif f["train_loss"] is not None:
         text += f" Final training loss {f['train_loss']:.3f} nats/token; no validation loss was recorded."
     if f["tasks"]:
-        scores = [f"{task} {percent(s.get('acc_norm', s.get('acc')))}" for task, s in sorted(f["tasks"].items())]
+        scores = [f"{task} {percent(headline(s))}" for task, s in sorted(f["tasks"].items())]
         text += " Task accuracy (normalised where defined): " + ", ".join(scores) + "."
     if f["val_bpb"] is None:
         missing.append("**bits per byte**: no eval record carries `val_bpb` (the run's trainer did not measure it)")
@@ -621,7 +627,7 @@ def section_compare(a: Run, fa: dict, b: Run, fb: dict, out: Path) -> list[str]:
     ]
     for task in sorted(set(fa["tasks"]) | set(fb["tasks"])):
         metrics.append((f"{task} (final)", lambda f, task=task: percent(
-            f["tasks"][task].get("acc_norm", f["tasks"][task].get("acc"))) if task in f["tasks"] else "–"))
+            headline(f["tasks"][task])) if task in f["tasks"] else "–"))
     rows = [[label, value(fa), value(fb)] for label, value in metrics]
     rows = [r for r in rows if r[1] != "–" or r[2] != "–"]
     lines += table(["", cell(a.name), cell(b.name)], rows, right={1, 2}) + [""]
