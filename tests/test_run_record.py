@@ -152,7 +152,8 @@ def test_a_global_batch_that_another_number_of_processes_cannot_split_is_refused
     cfg = load_config("demo", ["training.batch_size=3", "training.global_batch_size=16"])
     with pytest.raises(ConfigError, match=r"on 2 process\(es\): set training.batch_size to one of 1, 2, 4, 8 "):
         resolve_batch(cfg, 2, new_run=False)
-    resolve_batch(cfg := load_config("demo", ["training.batch_size=4", "training.global_batch_size=16"]), 2, False)
+    cfg = load_config("demo", ["training.batch_size=4", "training.global_batch_size=16"])
+    resolve_batch(cfg, 2, new_run=False)  # 2 processes x 4 sequences x accumulation 2
     assert cfg.training.grad_accum_steps == 2
 
 

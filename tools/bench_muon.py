@@ -36,7 +36,7 @@ from torch.autograd import DeviceType  # noqa: E402
 
 from train.config import load_config  # noqa: E402
 from train.model import GPT  # noqa: E402
-from train.optim import FusedMuon  # noqa: E402
+from train.optim import FusedMuon, MuonAdamW, build_optimizer  # noqa: E402
 
 # operators that return a view or allocate without computing: no kernel runs for them
 NO_KERNEL = {"aten::t", "aten::transpose", "aten::mT", "aten::numpy_T", "aten::view", "aten::as_strided",
@@ -45,12 +45,17 @@ NO_KERNEL = {"aten::t", "aten::transpose", "aten::mT", "aten::numpy_T", "aten::v
 
 
 def hidden_shapes(preset: str) -> list[tuple[int, int]]:
-    """Shapes of the matrices build_optimizer gives Muon (the blocks' 2-D weights), in model order."""
-    cfg = load_config(preset).model
-    cfg.vocab_size = 32000  # the hidden matrices do not depend on it
+    """Shapes of the matrices build_optimizer gives Muon (the blocks' 2-D weights), in model order: its
+    own grouping, on a model built on the meta device (nothing allocated)."""
+    cfg = load_config(preset)
+    cfg.model.vocab_size = 32000  # the hidden matrices do not depend on it
     with torch.device("meta"):
-        model = GPT(cfg)
-    return [tuple(p.shape) for name, p in model.named_parameters() if name.startswith("blocks.") and p.dim() == 2]
+        model = GPT(cfg.model)
+    opt = build_optimizer(model, cfg, torch.device("meta"))
+    if not isinstance(opt, MuonAdamW):
+        raise SystemExit(f"bench_muon: {preset} trains with {cfg.training.optimizer}, not Muon; "
+                         f"pick a modern preset (--preset 75m_dolma_modern)")
+    return [tuple(p.shape) for group in opt.muon.param_groups for p in group["params"]]
 
 
 def make(kind: str, params: list[torch.Tensor]) -> torch.optim.Optimizer:
